@@ -1,0 +1,69 @@
+# pyguts: `make tour` and `make test` each do their own set-up on a fresh machine.
+# A second run is fast: every set-up step leaves a stamp and is redone only when its inputs change.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VENVS := .venvs
+STAMPS := .make
+BIN := $(VENV)/bin
+
+# Debian packages later layers load at run time (allocators, GSL) and the compilers they use.
+APT_PACKAGES := gcc g++ make libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 libgsl-dev
+
+# Debian's libjemalloc2 needs static TLS room to be dlopen()ed after start-up (see SAFETY.md).
+export GLIBC_TUNABLES := glibc.rtld.optional_static_tls=4096
+
+# Every other installed CPython 3.10-3.13 (pyenv) runs the layout-sensitive tests too.
+DEFAULT_VERSION := $(shell $(PYTHON) -c 'import platform; print(platform.python_version())')
+PYENV_ROOT := $(shell pyenv root 2>/dev/null)
+OTHER_PYTHONS := $(filter-out %/$(DEFAULT_VERSION)/bin/python,\
+                   $(wildcard $(PYENV_ROOT)/versions/3.1[0123].*/bin/python))
+PIP := pip --disable-pip-version-check --quiet
+
+.PHONY: tour test test-default test-versions bench setup system clean
+
+tour: $(BIN)/.installed
+	$(BIN)/pyguts tour
+
+test: test-default test-versions
+
+test-default: $(BIN)/.installed
+	$(BIN)/python -m pytest tests
+
+test-versions: $(BIN)/.installed
+	@set -e; for py in $(OTHER_PYTHONS); do \
+	  ver=$$(basename $$(dirname $$(dirname $$py))); venv=$(VENVS)/$$ver; \
+	  if [ ! -f $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
+	    echo "== set-up for CPython $$ver"; \
+	    $$py -m venv $$venv && $$venv/bin/$(PIP) install -e '.[test]' && touch $$venv/.installed; \
+	  fi; \
+	  echo "== layout-sensitive tests on CPython $$ver"; \
+	  $$venv/bin/python -m pytest -q -m layout tests || exit $$?; \
+	done
+
+setup: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml $(STAMPS)/system
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/$(PIP) install -e '.[test]'
+	touch $@
+
+# System packages: installed with apt-get when root, otherwise named so the user can install them.
+$(STAMPS)/system:
+	@mkdir -p $(STAMPS)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "== apt-get install $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "warning: missing Debian packages (install them as root): $$missing"; \
+	  fi; \
+	fi
+	touch $@
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) $(VENVS) $(STAMPS) build *.egg-info

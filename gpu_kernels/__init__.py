@@ -1,0 +1,1 @@
+"""CUDA C kernel sources shipped with pyguts, one kernel family per ``.cu`` file."""

@@ -1,0 +1,5 @@
+import sys
+
+from pyguts.cli import main
+
+sys.exit(main())

@@ -1,0 +1,38 @@
+"""Every version and build fact pyguts branches on, detected once.
+
+Nothing else in pyguts reads ``sys.version_info`` or ``sysconfig``: it imports these names.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import sysconfig
+
+#: (major, minor) of the running interpreter.
+VERSION: tuple[int, int] = sys.version_info[:2]
+
+#: True on a free-threaded ("t") build: objects carry ob_tid/ob_ref_local/ob_ref_shared.
+GIL_DISABLED: bool = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+#: Py_TRACE_REFS builds put two extra pointers in front of every object (sys.getobjects exists).
+TRACE_REFS: bool = hasattr(sys, "getobjects")
+
+#: Py_DEBUG builds (sys.gettotalrefcount exists); same object layout unless TRACE_REFS.
+DEBUG_BUILD: bool = hasattr(sys, "gettotalrefcount")
+
+#: Size of a C pointer in bytes.
+POINTER_SIZE: int = ctypes.sizeof(ctypes.c_void_p)
+
+#: True where os.fork exists (crash isolation depends on it).
+HAS_FORK: bool = hasattr(os, "fork")
+
+#: Size of one int digit in bytes (4 for 30-bit digits, 2 for 15-bit).
+DIGIT_SIZE: int = sys.int_info.sizeof_digit
+
+#: Bits per int digit.
+DIGIT_BITS: int = sys.int_info.bits_per_digit
+
+#: A short name of the build: "3.12", "3.13t".
+BUILD_NAME: str = "%d.%d%s" % (*VERSION, "t" if GIL_DISABLED else "")

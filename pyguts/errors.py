@@ -1,0 +1,39 @@
+"""The pyguts exception tree.
+
+Every class derives from :class:`PygutsError` and from the builtin exception it refines, so
+``except ValueError`` keeps working for callers who do not know pyguts.
+"""
+
+from __future__ import annotations
+
+
+class PygutsError(Exception):
+    """Base of every error pyguts raises on purpose."""
+
+
+class LayoutMismatchError(PygutsError, RuntimeError):
+    """The running interpreter's object layout is unknown or disagrees with the layout table."""
+
+
+class UnsafeOperationError(PygutsError, ValueError):
+    """The operation would corrupt the interpreter; pass ``force=True`` to do it anyway."""
+
+
+class ChildCrashed(PygutsError, RuntimeError):
+    """An isolated child process died (signal, exit or timeout) instead of returning."""
+
+
+class IsolationUnavailable(PygutsError, OSError):
+    """Crash isolation needs ``os.fork``, which this platform lacks."""
+
+
+class AllocatorUnavailable(PygutsError, OSError):
+    """An allocator library cannot be loaded in this process."""
+
+
+class BuildError(PygutsError, RuntimeError):
+    """Compiling native code failed; carries the compiler's messages."""
+
+
+class DeviceUnavailable(PygutsError, RuntimeError):
+    """No usable CUDA device, driver or CuPy installation."""

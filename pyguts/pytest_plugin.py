@@ -1,0 +1,1 @@
+"""pytest plugin for pyguts (registered through the ``pytest11`` entry point; inert unless asked)."""

@@ -1,4 +1,9 @@
-"""pyguts: the guts of CPython, exact and safe by default."""
+"""pyguts: the guts of CPython, exact and safe by default.
+
+>>> import pyguts
+>>> pyguts.refcount(object())
+0
+"""
 
 from pyguts.errors import (
     AllocatorUnavailable,
@@ -10,6 +15,10 @@ from pyguts.errors import (
     PygutsError,
     UnsafeOperationError,
 )
+from pyguts.explain import Explanation, FieldInfo, explain
+from pyguts.memory import nbytes_of, payload, view, view_address
+from pyguts.refs import is_immortal, refcount, referrers
+from pyguts.structs import struct_of
 
 __version__ = "0.1.0"
 
@@ -18,8 +27,19 @@ __all__ = [
     "BuildError",
     "ChildCrashed",
     "DeviceUnavailable",
+    "Explanation",
+    "FieldInfo",
     "IsolationUnavailable",
     "LayoutMismatchError",
     "PygutsError",
     "UnsafeOperationError",
+    "explain",
+    "is_immortal",
+    "nbytes_of",
+    "payload",
+    "refcount",
+    "referrers",
+    "struct_of",
+    "view",
+    "view_address",
 ]

@@ -1,0 +1,206 @@
+"""numpy arrays over raw interpreter memory, bounded and read-only unless asked.
+
+Arrays are made through ``__array_interface__`` on a small holder object (numpy 2 refuses
+``np.array(ctypes_struct, copy=False)`` and ``frombuffer(bytes)`` stays read-only); the holder
+is the array's ``.base`` and keeps the owner of the memory alive.
+
+>>> b = b"Hello, world!"
+>>> bytes(payload(b)[:5])
+b'Hello'
+>>> view(b).nbytes == b.__sizeof__()
+True
+"""
+
+from __future__ import annotations
+
+import ctypes
+import operator
+
+import numpy as np
+
+from pyguts import _compat
+from pyguts.structs import MODELS, model_for, str_state
+
+#: Highest address + 1 a view may reach on this machine.
+_ADDRESS_LIMIT = 1 << (8 * _compat.POINTER_SIZE)
+#: Py_TPFLAGS_HEAPTYPE (Include/object.h): static type objects are plain PyTypeObject structs.
+_TPFLAGS_HEAPTYPE = 1 << 9
+
+_Bytes, _Tuple, _List = MODELS["PyBytesObject"], MODELS["PyTupleObject"], MODELS["PyListObject"]
+_Long, _Float, _Complex = MODELS["PyLongObject"], MODELS["PyFloatObject"], MODELS["PyComplexObject"]
+_ASCII, _Compact = MODELS["PyASCIIObject"], MODELS["PyCompactUnicodeObject"]
+_VarObject = MODELS["PyVarObject"]
+_STR_DTYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32}
+_DIGIT_DTYPE = {2: np.uint16, 4: np.uint32}[_compat.DIGIT_SIZE]
+
+
+class _Holder:
+    """Exposes one block of memory to numpy and keeps its owner alive (as the array's base)."""
+
+    __slots__ = ("__array_interface__", "owner")
+
+    def __init__(self, addr: int, count: int, dtype: np.dtype, writable: bool, owner: object):
+        self.__array_interface__ = {
+            "version": 3, "shape": (count,), "typestr": dtype.str, "data": (addr, not writable),
+        }
+        self.owner = owner
+
+    def __repr__(self) -> str:
+        addr, readonly = self.__array_interface__["data"]
+        return f"<pyguts memory at {addr:#x}, owner {type(self.owner).__name__}, {'read-only' if readonly else 'writable'}>"
+
+
+def _array(addr: int, count: int, dtype, writable: bool, owner: object) -> np.ndarray:
+    return np.asarray(_Holder(addr, count, np.dtype(dtype), writable, owner))
+
+
+def ndigits(obj: int) -> int:
+    """Number of digits CPython stores for the int ``obj`` (its sign lives elsewhere)."""
+    if _compat.VERSION >= (3, 12):
+        # lv_tag = ndigits << 3 | sign bits (Include/cpython/longintrepr.h, _PyLong_NON_SIZE_BITS).
+        return _Long.from_address(id(obj)).lv_tag >> 3
+    return abs(_VarObject.from_address(id(obj)).ob_size)
+
+
+def _str_data(obj: str) -> tuple[int, int]:
+    """(offset of the character data, bytes per character) of a compact str."""
+    state = str_state(obj)
+    if not state["compact"]:
+        raise TypeError("this str is not compact (a str subclass instance keeps its characters in a "
+                        "separate buffer); pass str(obj) to look at a compact copy")
+    return (ctypes.sizeof(_ASCII) if state["ascii"] else ctypes.sizeof(_Compact)), state["kind"]
+
+
+def nbytes_of(obj: object) -> int:
+    """Bytes CPython allocated for ``obj`` at ``id(obj)`` (its GC header and any managed
+    ``__dict__`` pre-header excluded; separately allocated buffers such as a list's item array
+    not included).
+
+    >>> nbytes_of(1.5) == float.__basicsize__
+    True
+    """
+    tp = type(obj)
+    if isinstance(obj, str):
+        offset, kind = _str_data(obj)
+        return offset + (len(obj) + 1) * kind
+    if isinstance(obj, int):
+        count = ndigits(obj)
+        if _compat.VERSION >= (3, 12):
+            count = max(count, 1)  # _PyLong_New always allocates one digit
+        return tp.__basicsize__ + _compat.DIGIT_SIZE * count
+    if isinstance(obj, type) and not obj.__flags__ & _TPFLAGS_HEAPTYPE:
+        return ctypes.sizeof(MODELS["PyTypeObject"])
+    if tp.__itemsize__:
+        return tp.__basicsize__ + tp.__itemsize__ * abs(_VarObject.from_address(id(obj)).ob_size)
+    return tp.__basicsize__
+
+
+def view(obj: object, *, writable: bool = False) -> np.ndarray:
+    """uint8 array over exactly ``obj``'s own memory, starting at ``id(obj)``.
+
+    Read-only unless ``writable=True``. The array's ``.base`` keeps ``obj`` alive.
+
+    >>> v = view(b"Hello, world!")
+    >>> v.flags.writeable, int(v[16])     # ob_size is at offset 16 on 64-bit builds
+    (False, 13)
+    """
+    return _array(id(obj), nbytes_of(obj), np.uint8, writable, obj)
+
+
+def _check_mapped(addr: int, nbytes: int, writable: bool) -> None:
+    """Refuse a range that is not entirely inside readable (and, if asked, writable) mappings."""
+    try:
+        with open("/proc/self/maps") as maps:
+            regions = []
+            for line in maps:
+                span, perms = line.split(None, 2)[:2]
+                start, end = (int(x, 16) for x in span.split("-"))
+                regions.append((start, end, perms))
+    except OSError:  # no /proc: nothing to check against (documented in SAFETY.md)
+        return
+    cursor, stop = addr, addr + nbytes
+    for start, end, perms in sorted(regions):
+        if start <= cursor < end:
+            if perms[0] != "r" or (writable and perms[1] != "w"):
+                need = "readable and writable" if writable else "readable"
+                raise ValueError(f"memory at {cursor:#x} is mapped {perms!r}, not {need}; "
+                                 "refusing to view it (reading it would crash the interpreter)")
+            cursor = end
+            if cursor >= stop:
+                return
+    raise ValueError(f"memory {addr:#x}..{stop:#x} is not mapped in this process (first gap at "
+                     f"{cursor:#x}); refusing to view it (reading it would crash the interpreter)")
+
+
+def view_address(addr: int, nbytes: int, *, dtype="u1", writable: bool = False,
+                 owner: object = None) -> np.ndarray:
+    """Array of ``dtype`` over ``nbytes`` bytes at ``addr``; ``owner`` is kept alive as its base.
+
+    The range must lie in memory mapped into this process (checked against /proc/self/maps),
+    readable, and writable too when ``writable=True``.
+
+    >>> import ctypes
+    >>> buf = ctypes.create_string_buffer(b"abc")
+    >>> bytes(view_address(ctypes.addressof(buf), 3, owner=buf))
+    b'abc'
+    """
+    addr, nbytes, dt = operator.index(addr), operator.index(nbytes), np.dtype(dtype)
+    if addr == 0:
+        raise ValueError("addr is NULL (0); pass the address of live memory")
+    if addr < 0 or addr >= _ADDRESS_LIMIT:
+        raise ValueError(f"addr must be in [1, {_ADDRESS_LIMIT:#x}), got {addr:#x}")
+    if nbytes < 0 or addr + nbytes > _ADDRESS_LIMIT:
+        raise ValueError(f"nbytes must be >= 0 and end below {_ADDRESS_LIMIT:#x}, got {nbytes} at {addr:#x}")
+    if dt.itemsize == 0 or dt.hasobject or nbytes % dt.itemsize:
+        raise ValueError(f"nbytes ({nbytes}) must be a whole number of {dt} items "
+                         f"(itemsize {dt.itemsize}); object and void-0 dtypes are refused")
+    if nbytes:
+        _check_mapped(addr, nbytes, writable)
+    return _array(addr, nbytes // dt.itemsize, dt, writable, owner)
+
+
+def payload(obj: object, *, writable: bool = False) -> np.ndarray:
+    """The data part of ``obj``, typed.
+
+    bytes → uint8 of ``len(obj)``; bytearray → uint8 over its buffer (resizing is locked while the
+    array lives); compact str → uint8/uint16/uint32 by kind; tuple → uintp item pointers; list →
+    uintp item pointers (a snapshot copy unless ``writable=True``: the item array moves when the
+    list grows); int → its digits; float → one float64; complex → two.
+
+    >>> payload(2.5)
+    array([2.5])
+    >>> payload("hé").tolist(), payload("hé").dtype.name
+    ([104, 233], 'uint8')
+    """
+    addr = id(obj)
+    if isinstance(obj, bytes):
+        return _array(addr + _Bytes.ob_sval.offset, len(obj), np.uint8, writable, obj)
+    if isinstance(obj, bytearray):
+        # A buffer export bumps ob_exports, so CPython refuses to resize under the array.
+        arr = np.frombuffer(obj, dtype=np.uint8)
+        arr.flags.writeable = writable
+        return arr
+    if isinstance(obj, str):
+        offset, kind = _str_data(obj)
+        return _array(addr + offset, len(obj), _STR_DTYPES[kind], writable, obj)
+    if isinstance(obj, tuple):
+        return _array(addr + _Tuple.ob_item.offset, len(obj), np.uintp, writable, obj)
+    if isinstance(obj, list):
+        items = _List.from_address(addr).ob_item or 0
+        live = _array(items, len(obj), np.uintp, writable, obj) if obj else np.empty(0, np.uintp)
+        if writable:
+            return live
+        snapshot = live.copy()
+        snapshot.flags.writeable = False
+        return snapshot
+    if isinstance(obj, int):
+        return _array(addr + _Long.ob_digit.offset, ndigits(obj), _DIGIT_DTYPE, writable, obj)
+    if isinstance(obj, float):
+        return _array(addr + _Float.ob_fval.offset, 1, np.float64, writable, obj)
+    if isinstance(obj, complex):
+        return _array(addr + _Complex.real.offset, 2, np.float64, writable, obj)
+    raise TypeError(f"payload() supports bytes, bytearray, str, tuple, list, int, float and complex, "
+                    f"got {type(obj).__name__}; use view(obj) for its raw memory")
+
+
+__all__ = ["nbytes_of", "ndigits", "payload", "view", "view_address"]

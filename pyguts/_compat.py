@@ -31,6 +31,9 @@ HAS_FORK: bool = hasattr(os, "fork")
 #: Size of one int digit in bytes (4 for 30-bit digits, 2 for 15-bit).
 DIGIT_SIZE: int = sys.int_info.sizeof_digit
 
+#: Digits CPython allocates for an int at least (3.11+: one, even for zero; int.__sizeof__ agrees).
+INT_MIN_DIGITS: int = 1 if VERSION >= (3, 11) else 0
+
 #: Bits per int digit.
 DIGIT_BITS: int = sys.int_info.bits_per_digit
 

@@ -155,11 +155,12 @@ def _tail(obj: object, model: type, addr: int) -> FieldInfo | None:
     if isinstance(obj, str):
         offset = ctypes.sizeof(model)
         try:
-            data = payload(obj)
+            kind = payload(obj).itemsize
         except TypeError:  # a non-compact (subclass) str keeps its data elsewhere
             return None
-        return FieldInfo("data", offset, data.nbytes, data.tobytes(), obj,
-                         f"{len(obj)} characters, {data.itemsize} byte(s) each, then a NUL")
+        nbytes = (len(obj) + 1) * kind
+        return FieldInfo("data", offset, nbytes, ctypes.string_at(addr + offset, nbytes), obj,
+                         f"{len(obj)} characters, {kind} byte(s) each, then a NUL")
     return None
 
 

@@ -84,10 +84,9 @@ def nbytes_of(obj: object) -> int:
         offset, kind = _str_data(obj)
         return offset + (len(obj) + 1) * kind
     if isinstance(obj, int):
-        count = ndigits(obj)
-        if _compat.VERSION >= (3, 12):
-            count = max(count, 1)  # _PyLong_New always allocates one digit
-        return tp.__basicsize__ + _compat.DIGIT_SIZE * count
+        # bool's tp_basicsize is a whole struct _longobject; the digits start at ob_digit.
+        start = _Long.ob_digit.offset if tp in (int, bool) else tp.__basicsize__
+        return start + _compat.DIGIT_SIZE * max(ndigits(obj), _compat.INT_MIN_DIGITS)
     if isinstance(obj, type) and not obj.__flags__ & _TPFLAGS_HEAPTYPE:
         return ctypes.sizeof(MODELS["PyTypeObject"])
     if tp.__itemsize__:

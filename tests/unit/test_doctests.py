@@ -1,0 +1,16 @@
+"""Docstring examples are tests: every >>> in these modules runs."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["pyguts", "pyguts.layouts", "pyguts.structs", "pyguts.memory", "pyguts.refs", "pyguts.explain"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

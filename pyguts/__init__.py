@@ -17,6 +17,7 @@ from pyguts.errors import (
 )
 from pyguts.explain import Explanation, FieldInfo, explain
 from pyguts.memory import nbytes_of, payload, view, view_address
+from pyguts.mutate import mutate, swap_type
 from pyguts.refs import is_immortal, refcount, referrers
 from pyguts.structs import struct_of
 
@@ -35,11 +36,13 @@ __all__ = [
     "UnsafeOperationError",
     "explain",
     "is_immortal",
+    "mutate",
     "nbytes_of",
     "payload",
     "refcount",
     "referrers",
     "struct_of",
+    "swap_type",
     "view",
     "view_address",
 ]

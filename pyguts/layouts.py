@@ -259,3 +259,16 @@ def state_bits_for(version: tuple[int, int], build: str) -> tuple[Bits, ...]:
 
 def refcount_rule_for(version: tuple[int, int], build: str) -> RefcountRule:
     return _pick(REFCOUNT_RULES, version, build, "refcount")
+
+
+#: Type flag bits pyguts reads (Include/object.h). A bit an older version does not define is 0
+#: in every type there, so comparisons stay valid: MANAGED_DICT is 3.11+, MANAGED_WEAKREF
+#: 3.12+, INLINE_VALUES 3.13+.
+TPFLAGS_INLINE_VALUES = 1 << 2
+TPFLAGS_MANAGED_WEAKREF = 1 << 3
+TPFLAGS_MANAGED_DICT = 1 << 4
+TPFLAGS_IMMUTABLETYPE = 1 << 8
+TPFLAGS_HEAPTYPE = 1 << 9
+TPFLAGS_HAVE_GC = 1 << 14
+#: Flags that change where an instance's __dict__/__weakref__ live: must match for a type swap.
+TPFLAGS_LAYOUT = TPFLAGS_INLINE_VALUES | TPFLAGS_MANAGED_WEAKREF | TPFLAGS_MANAGED_DICT

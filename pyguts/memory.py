@@ -18,13 +18,11 @@ import operator
 
 import numpy as np
 
-from pyguts import _compat
+from pyguts import _compat, layouts
 from pyguts.structs import MODELS, model_for, str_state
 
 #: Highest address + 1 a view may reach on this machine.
 _ADDRESS_LIMIT = 1 << (8 * _compat.POINTER_SIZE)
-#: Py_TPFLAGS_HEAPTYPE (Include/object.h): static type objects are plain PyTypeObject structs.
-_TPFLAGS_HEAPTYPE = 1 << 9
 
 _Bytes, _Tuple, _List = MODELS["PyBytesObject"], MODELS["PyTupleObject"], MODELS["PyListObject"]
 _Long, _Float, _Complex = MODELS["PyLongObject"], MODELS["PyFloatObject"], MODELS["PyComplexObject"]
@@ -87,7 +85,7 @@ def nbytes_of(obj: object) -> int:
         # bool's tp_basicsize is a whole struct _longobject; the digits start at ob_digit.
         start = _Long.ob_digit.offset if tp in (int, bool) else tp.__basicsize__
         return start + _compat.DIGIT_SIZE * max(ndigits(obj), _compat.INT_MIN_DIGITS)
-    if isinstance(obj, type) and not obj.__flags__ & _TPFLAGS_HEAPTYPE:
+    if isinstance(obj, type) and not obj.__flags__ & layouts.TPFLAGS_HEAPTYPE:  # a static type: a plain struct
         return ctypes.sizeof(MODELS["PyTypeObject"])
     if tp.__itemsize__:
         return tp.__basicsize__ + tp.__itemsize__ * abs(_VarObject.from_address(id(obj)).ob_size)

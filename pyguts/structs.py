@@ -147,14 +147,63 @@ def model_for(obj: object) -> type:
     return MODELS[name]
 
 
-def struct_of(obj: object) -> ctypes.Structure:
+def _frozen(value):
+    """A copy of a ctypes array (of structs) as tuples, so reading it hands out no live memory."""
+    if isinstance(value, ctypes.Array):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, ctypes.Structure):
+        return tuple(getattr(value, name) for name, _ in value._fields_)
+    return value
+
+
+class _ReadOnlyField(property):
+    """A read-only field; like ctypes' own field descriptors it tells its ``offset`` and ``size``."""
+
+    offset: int
+    size: int
+
+
+def _read_only_field(model: type, name: str) -> property:
+    field = model.__dict__[name]
+
+    def get(self):
+        return _frozen(field.__get__(self, type(self)))
+
+    def refuse(self, value):
+        raise AttributeError(f"{model.__name__}.{name} is read-only: this struct came from struct_of(obj); "
+                             "use struct_of(obj, writable=True) to write object memory (see SAFETY.md)")
+
+    prop = _ReadOnlyField(get, refuse, doc=f"{name} (read-only; offset {field.offset}, size {field.size})")
+    prop.offset, prop.size = field.offset, field.size
+    return prop
+
+
+_READ_ONLY: dict[type, type] = {}
+
+
+def _read_only(model: type) -> type:
+    """The same model with every field read-only (a subclass: same layout, same name)."""
+    if model not in _READ_ONLY:
+        props = {name: _read_only_field(model, name) for name in model._c_paths_}
+        _READ_ONLY[model] = type(model.__name__, (model,), {**props, "__module__": __name__,
+                                                            "__doc__": model.__doc__})
+    return _READ_ONLY[model]
+
+
+def struct_of(obj: object, *, writable: bool = False) -> ctypes.Structure:
     """The model instance living at ``id(obj)``; it keeps ``obj`` alive while it exists.
+
+    Fields are read-only (arrays come back as tuples) unless ``writable=True``.
 
     >>> s = struct_of(3.5)
     >>> type(s).__name__, s.ob_fval
     ('PyFloatObject', 3.5)
+    >>> s.ob_fval = 1.0
+    Traceback (most recent call last):
+    AttributeError: PyFloatObject.ob_fval is read-only: this struct came from struct_of(obj); ...
     """
-    inst = model_for(obj).from_address(id(obj))
+    model = model_for(obj)
+    inst = (model if writable else _read_only(model)).from_address(id(obj))
     inst._pyguts_owner = obj
     return inst
 

@@ -131,3 +131,18 @@ def test_a_wrong_row_is_caught_by_the_live_checks_not_used():
     """)
     assert "LayoutMismatchError" in done.stdout, done.stderr
     assert "bytes.__basicsize__" in done.stdout
+
+
+def test_struct_of_is_read_only_unless_asked():
+    b = bytes(bytearray(b"abc"))
+    s = struct_of(b)
+    with pytest.raises(AttributeError, match="read-only"):
+        s.ob_size = 1
+    assert type(s).ob_size.offset == structs.PyBytesObject.ob_size.offset and type(s).ob_size.size == 8
+    assert isinstance(s, structs.PyBytesObject)
+    t = (1, 2)
+    assert struct_of(t).ob_item == (id(1),)  # arrays come back as copies, not live memory
+    assert isinstance(struct_of({1}).smalltable, tuple)
+    w = struct_of(b, writable=True)
+    w.ob_shash = -1
+    assert type(w) is structs.PyBytesObject

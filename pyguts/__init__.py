@@ -12,6 +12,7 @@ from pyguts.errors import (
     DeviceUnavailable,
     IsolationUnavailable,
     LayoutMismatchError,
+    NativeError,
     PygutsError,
     UnsafeOperationError,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "FieldInfo",
     "IsolationUnavailable",
     "LayoutMismatchError",
+    "NativeError",
     "PygutsError",
     "UnsafeOperationError",
     "explain",

@@ -39,3 +39,7 @@ DIGIT_BITS: int = sys.int_info.bits_per_digit
 
 #: A short name of the build: "3.12", "3.13t".
 BUILD_NAME: str = "%d.%d%s" % (*VERSION, "t" if GIL_DISABLED else "")
+
+#: The interpreter's C headers and extension-module suffix (native builds).
+PY_INCLUDE: str = sysconfig.get_paths()["include"]
+EXT_SUFFIX: str = sysconfig.get_config_var("EXT_SUFFIX") or ".so"

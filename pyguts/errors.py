@@ -35,5 +35,14 @@ class BuildError(PygutsError, RuntimeError):
     """Compiling native code failed; carries the compiler's messages."""
 
 
+class NativeError(PygutsError, RuntimeError):
+    """A C library reported an error through its error hook (GSL's handler) during a checked call."""
+
+    def __init__(self, message: str, *, reason: str = "", file: str = "", line: int = 0,
+                 code: int = 0) -> None:
+        super().__init__(message)
+        self.reason, self.file, self.line, self.code = reason, file, line, code
+
+
 class DeviceUnavailable(PygutsError, RuntimeError):
     """No usable CUDA device, driver or CuPy installation."""

@@ -20,12 +20,12 @@ OTHER_PYTHONS := $(filter-out %/$(DEFAULT_VERSION)/bin/python,\
                    $(wildcard $(PYENV_ROOT)/versions/3.1[0123].*/bin/python))
 PIP := pip --disable-pip-version-check --quiet
 
-.PHONY: tour test test-default test-versions bench setup system clean
+.PHONY: tour test test-default test-versions test-forked bench setup system clean
 
 tour: $(BIN)/.installed
 	$(BIN)/pyguts tour
 
-test: test-default test-versions
+test: test-default test-versions test-forked
 
 test-default: $(BIN)/.installed
 	$(BIN)/python -m pytest tests
@@ -40,6 +40,19 @@ test-versions: $(BIN)/.installed
 	  echo "== version-sensitive tests (-m every_python) on CPython $$ver"; \
 	  $$venv/bin/python -m pytest -q -m every_python tests || exit $$?; \
 	done
+
+FORKED_VENV := $(VENVS)/forked
+# pytest-forked 1.7.5 works on pytest 8.0.2-9.1.1 and breaks on 9.2.0 (see SAFETY.md): pin both.
+FORKED_PINS := pytest==9.1.1 pytest-forked==1.7.5
+
+test-forked: $(BIN)/.installed
+	@if [ ! -f $(FORKED_VENV)/.installed ] || [ pyproject.toml -nt $(FORKED_VENV)/.installed ]; then \
+	  echo "== set-up for the pytest-forked run ($(FORKED_PINS))"; \
+	  $(PYTHON) -m venv $(FORKED_VENV) && $(FORKED_VENV)/bin/$(PIP) install -e '.[test]' $(FORKED_PINS) \
+	    && touch $(FORKED_VENV)/.installed; \
+	fi
+	@echo "== crash-prone tests (-m crash_prone) under pytest-forked ($(FORKED_PINS))"
+	$(FORKED_VENV)/bin/python -m pytest -q --forked -m crash_prone tests
 
 setup: $(BIN)/.installed
 

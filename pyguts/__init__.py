@@ -17,6 +17,7 @@ from pyguts.errors import (
     UnsafeOperationError,
 )
 from pyguts.explain import Explanation, FieldInfo, explain
+from pyguts.isolate import Outcome, isolate, isolated
 from pyguts.memory import nbytes_of, payload, view, view_address
 from pyguts.mutate import mutate, swap_type
 from pyguts.refs import is_immortal, refcount, referrers
@@ -34,10 +35,13 @@ __all__ = [
     "IsolationUnavailable",
     "LayoutMismatchError",
     "NativeError",
+    "Outcome",
     "PygutsError",
     "UnsafeOperationError",
     "explain",
     "is_immortal",
+    "isolate",
+    "isolated",
     "mutate",
     "nbytes_of",
     "payload",

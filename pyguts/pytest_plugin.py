@@ -1,1 +1,266 @@
-"""pytest plugin for pyguts (registered through the ``pytest11`` entry point; inert unless asked)."""
+"""pytest plugin: run marked tests in a forked child, and expect crashes by signal name.
+
+Registered through the ``pytest11`` entry point ``pyguts``; it changes nothing unless a test carries
+one of its markers or the run passes ``--pyguts-isolate``::
+
+    @pytest.mark.isolated(timeout=10)          # body runs in a forked child (pyguts.isolate)
+    def test_force_write(): ...
+
+    @pytest.mark.crashes("SIGSEGV")            # passes only if the body dies with SIGSEGV
+    def test_null_read():
+        ctypes.string_at(0)
+
+Fixtures are set up and torn down in the pytest process; only the test body (``item.runtest()``)
+runs in the child, so what the body changes in fixture objects does not come back. A failure in the
+child is reported with pytest's own rendering of the child's traceback; a crash or a timeout
+becomes a failure that shows the child's faulthandler traceback and its output.
+Only pytest's public API is used (pytest-forked's use of internals broke on pytest 9.2).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pluggy
+import pytest
+
+from pyguts.errors import ChildCrashed
+from pyguts.isolate import Outcome, isolate
+
+MARKERS = (
+    "isolated(timeout=None): run the test body in a forked child with pyguts.isolate; a crash, exit "
+    "or timeout (seconds) becomes an ordinary failure showing the child's faulthandler traceback",
+    "crashes(*signals, timeout=None): the test body runs in a forked child and must die with one of "
+    "these signals (names like 'SIGSEGV' or numbers; SIGSEGV when none is given); it fails if the "
+    "body returns, raises or dies otherwise, showing what happened",
+)
+
+#: Where this plugin keeps what the child reported until the report is made (one object per item).
+_CHILD_REPORT = pytest.StashKey["_ChildReport"]()
+#: Directories whose frames are machinery (pytest, pluggy, pyguts), hidden from child tracebacks.
+_PYTEST_DIRS = tuple(os.path.dirname(os.path.dirname(m.__file__)) + os.sep + name for m, name in
+                     ((pytest, "_pytest"), (pytest, "pytest"), (pluggy, "pluggy")) if m.__file__)
+_MACHINERY_DIRS = _PYTEST_DIRS + (os.path.dirname(os.path.abspath(__file__)) + os.sep,)
+
+
+@dataclass
+class _Plan:
+    timeout: float | None
+    expect_signals: frozenset[int] | None  # None: plain isolation
+
+
+@dataclass
+class _ChildReport:
+    longrepr: str | None = None
+    sections: list[tuple[str, str]] = field(default_factory=list)
+    skip_where: tuple[str, int] | None = None  # where the child called pytest.skip
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pyguts")
+    group.addoption("--pyguts-isolate", action="store_true", default=False,
+                    help="run every test body in a forked child (as if marked @pytest.mark.isolated)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    plan = _plan_for(item)
+    if plan is None:
+        return (yield)
+    runtest = item.runtest
+    item.runtest = lambda: _run_isolated(item, runtest, plan)  # type: ignore[method-assign]
+    try:
+        return (yield)
+    finally:
+        del item.runtest
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    child = item.stash.get(_CHILD_REPORT, None)
+    if child is not None and call.when == "call":
+        del item.stash[_CHILD_REPORT]
+        if report.failed and child.longrepr is not None:
+            report.longrepr = child.longrepr
+        if report.skipped and child.skip_where and isinstance(report.longrepr, tuple):
+            report.longrepr = (*child.skip_where, report.longrepr[2])  # the child's line, not ours
+        report.sections.extend(child.sections)
+    return report
+
+
+def _plan_for(item: pytest.Item) -> _Plan | None:
+    crashes = item.get_closest_marker("crashes")
+    isolated = item.get_closest_marker("isolated")
+    if crashes is not None:
+        return _Plan(_timeout_of(crashes, isolated), _expected_signals(crashes.args or ("SIGSEGV",)))
+    if isolated is not None:
+        return _Plan(_timeout_of(isolated), None)
+    if item.config.getoption("pyguts_isolate", False):
+        return _Plan(None, None)
+    return None
+
+
+def _timeout_of(*marks: Any) -> float | None:
+    for mark in marks:
+        if mark is not None and mark.kwargs.get("timeout") is not None:
+            return float(mark.kwargs["timeout"])
+        if mark is not None and mark.name == "isolated" and mark.args:
+            return float(mark.args[0])
+    return None
+
+
+def _expected_signals(specs: tuple[Any, ...]) -> frozenset[int]:
+    numbers = set()
+    for spec in specs:
+        if isinstance(spec, int):
+            numbers.add(int(spec))
+            continue
+        name = str(spec).upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        try:
+            numbers.add(int(signal.Signals[name]))
+        except KeyError:
+            known = ", ".join(sorted(s.name for s in signal.Signals))
+            pytest.fail("@pytest.mark.crashes takes signal names or numbers, got %r; known names: %s"
+                        % (spec, known), pytrace=False)
+    return frozenset(numbers)
+
+
+def _run_isolated(item: pytest.Item, runtest: Callable[[], None], plan: _Plan) -> None:
+    """Parent side: fork, run the body, turn the child's outcome into pytest's terms."""
+    outcome = isolate(_child_body, item, runtest, timeout=plan.timeout)
+    child = _ChildReport()
+    item.stash[_CHILD_REPORT] = child
+    if outcome.stdout:  # replay into pytest's capture: shown as "Captured stdout call"
+        sys.stdout.write(outcome.stdout)
+    if outcome.stderr:
+        sys.stderr.write(outcome.stderr)
+    if plan.expect_signals is not None:
+        _judge_crash(outcome, plan.expect_signals, child)
+        return
+    if outcome.status == "ok":
+        _raise_recorded(outcome.value, child)
+        return
+    child.longrepr = _describe(outcome)
+    raise ChildCrashed(child.longrepr)
+
+
+def _child_body(item: pytest.Item, runtest: Callable[[], None]) -> dict | None:
+    """Child side: run the test; describe a failure as plain data (pytest's exceptions do not pickle)."""
+    try:
+        runtest()
+    except (pytest.skip.Exception, pytest.xfail.Exception, pytest.fail.Exception,
+            pytest.exit.Exception) as exc:
+        kind = {pytest.skip.Exception: "skip", pytest.xfail.Exception: "xfail",
+                pytest.exit.Exception: "exit"}.get(type(exc), "fail")
+        return {"kind": kind, "msg": exc.msg, "pytrace": getattr(exc, "pytrace", True),
+                "where": _caller_outside_pytest(exc), "longrepr": _render(item, exc)}
+    except BaseException as exc:
+        try:
+            exc_pickle = pickle.dumps(exc)
+        except Exception:
+            exc_pickle = None  # re-raised in the parent as an AssertionError naming the type
+        return {"kind": "error", "longrepr": _render(item, exc), "exc_pickle": exc_pickle,
+                "type": type(exc).__qualname__, "message": str(exc)}
+    return None
+
+
+def _render(item: pytest.Item, exc: BaseException) -> str:
+    """pytest's own failure text for ``exc`` (source lines, ``E`` lines, assertion details)."""
+    try:
+        return str(item.repr_failure(pytest.ExceptionInfo.from_exception(exc)))
+    except Exception:
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def _caller_outside_pytest(exc: BaseException) -> tuple[str, int] | None:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_PYTEST_DIRS)]
+    return (frames[-1].filename, frames[-1].lineno or 0) if frames else None
+
+
+def _raise_recorded(record: dict | None, child: _ChildReport) -> None:
+    """Re-raise, in the pytest process, what the child's test body raised."""
+    if record is None:
+        return
+    kind = record["kind"]
+    if kind == "skip":
+        child.skip_where = record["where"]
+        pytest.skip(record["msg"] or "")
+    if kind == "xfail":
+        pytest.xfail(record["msg"] or "")
+    if kind == "exit":
+        pytest.exit(record["msg"] or "")
+    first = (record.get("message") or record.get("msg") or "").strip().splitlines()
+    child.longrepr = "%s: %s  [in an isolated child]\n\n%s" % (
+        record.get("type", "Failed"), first[0] if first else "", record["longrepr"])
+    if kind == "fail":
+        pytest.fail(record["msg"] or "", pytrace=record["pytrace"])
+    try:
+        exc = pickle.loads(record["exc_pickle"]) if record["exc_pickle"] is not None else None
+    except Exception:
+        exc = None
+    if isinstance(exc, BaseException):
+        raise exc
+    raise AssertionError("%s: %s" % (record.get("type"), record.get("message")))
+
+
+def _judge_crash(outcome: Outcome, expected: frozenset[int], child: _ChildReport) -> None:
+    names = " or ".join(sorted(_signal_name(n) for n in expected))
+    if outcome.status == "crashed" and outcome.signal in expected:
+        child.sections.append(("pyguts expected crash (%s)" % outcome.signal_name,
+                               _trim_fault(outcome.fault_traceback) or "(no faulthandler output)"))
+        return
+    record = outcome.value if outcome.status == "ok" else None
+    if isinstance(record, dict) and record["kind"] in ("skip", "xfail", "exit"):
+        _raise_recorded(record, child)
+    if outcome.status == "ok":
+        if record is None:
+            got = "the test body returned normally"
+        else:
+            got = "the test body raised instead:\n\n" + record["longrepr"]
+    else:
+        got = _describe(outcome)
+    child.longrepr = "expected the test body to die with %s; %s" % (names, got)
+    raise ChildCrashed(child.longrepr)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return "signal %d" % signum
+
+
+def _describe(outcome: Outcome) -> str:
+    text = outcome.describe()
+    fault = outcome.fault_traceback.rstrip()
+    return text.replace(fault, _trim_fault(fault)) if fault else text
+
+
+def _trim_fault(text: str) -> str:
+    """The child's faulthandler text without the frames of pytest, pluggy and pyguts themselves."""
+    kept, hidden = [], 0
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith('File "') and stripped[6:].startswith(_MACHINERY_DIRS + ("<frozen ",)):
+            hidden += 1
+            continue
+        if hidden and not stripped.startswith('File "'):
+            kept.append("  (%d pytest/pyguts frames hidden)" % hidden)
+            hidden = 0
+        kept.append(line)
+    if hidden:
+        kept.append("  (%d pytest/pyguts frames hidden)" % hidden)
+    return "\n".join(kept)

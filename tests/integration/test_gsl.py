@@ -66,6 +66,7 @@ def _gamma_overflow():
     assert gsl.gsl_sf_gamma(5.0) == 24.0  # the process goes on
 
 
+@pytest.mark.crash_prone
 def test_gsl_error_raises_instead_of_abort():
     out = isolate(_gamma_overflow, timeout=60)  # in a child: if GSL aborted, only the child dies
     assert out.status == "ok", out
@@ -77,6 +78,7 @@ def _gamma_overflow_with_default_handler():
     gsl.gsl_sf_gamma(1000.0)
 
 
+@pytest.mark.crash_prone
 def test_default_gsl_handler_would_abort():
     # The control for the test above: without pyguts' handler the same call kills the process.
     out = isolate(_gamma_overflow_with_default_handler, timeout=60)

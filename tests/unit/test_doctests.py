@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["pyguts", "pyguts.layouts", "pyguts.structs", "pyguts.memory", "pyguts.refs", "pyguts.explain", "pyguts.mutate"]
+MODULES = ["pyguts", "pyguts.layouts", "pyguts.structs", "pyguts.memory", "pyguts.refs", "pyguts.explain", "pyguts.mutate", "pyguts.isolate"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -63,6 +63,7 @@ def _force_interned_str():
     return theirs
 
 
+@pytest.mark.crash_prone
 def test_forced_mutation_of_shared_objects_runs_in_a_child():
     out = isolate(_force_small_int)
     assert out.status == "ok" and out.value == 251
@@ -220,6 +221,7 @@ def _forced_notebook_swap():
     return b.attr
 
 
+@pytest.mark.crash_prone
 def test_forced_notebook_swap_crashes_with_sigsegv_inside_isolate():
     out = isolate(_forced_notebook_swap, timeout=60)
     assert out.status == "crashed" and out.signal_name == "SIGSEGV", out

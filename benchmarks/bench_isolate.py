@@ -1,0 +1,79 @@
+"""isolate(trivial) round trip against multiprocessing (fork) and a fresh interpreter.
+
+What one isolated call costs, measured the way a user pays it: one fresh process per call.
+Baseline: ``multiprocessing.get_context("fork").Pool(1)`` created, ``apply``d once and closed for
+every call (the multiprocessing way to get the same per-call isolation). Candidates: ``isolate``,
+a bare ``os.fork`` + pipe + ``waitpid`` round trip (the floor any fork-based tool pays in this
+process), a ``fork``-context ``Process`` with a ``Pipe`` for the result, and ``subprocess.run``
+of ``python -c pass``. A reused pool is shown for scale only: it forks once, so it isolates nothing.
+Goal (issue 3): isolate median <= 1.5 ms here and <= 0.9x the per-call Pool.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+
+from pyguts.isolate import isolate
+
+
+#: The trivial function: a builtin, so multiprocessing can pickle it by name from this
+#: module (loaded by run.py without a sys.modules entry) and every contender runs the same call.
+_trivial = int
+
+
+def _bare_fork() -> None:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, b"x")
+        os._exit(0)
+    os.close(w)
+    os.read(r, 1)
+    os.read(r, 1)
+    os.close(r)
+    os.waitpid(pid, 0)
+
+
+def _send_trivial(conn) -> None:
+    conn.send(_trivial())
+    conn.close()
+
+
+def run(h) -> None:
+    ctx = multiprocessing.get_context("fork")
+
+    def pool_per_call() -> None:
+        with ctx.Pool(1) as pool:
+            pool.apply(_trivial)
+
+    def process_and_pipe() -> None:
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_send_trivial, args=(child,))
+        proc.start()
+        child.close()
+        parent.recv()
+        proc.join()
+        parent.close()
+
+    def python_c_pass() -> None:
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+    h.compare("isolate round trip", ("mp fork Pool(1).apply, pool per call", pool_per_call), {
+        "pyguts isolate(trivial)": lambda: isolate(_trivial),
+        "bare os.fork+pipe+waitpid (floor)": _bare_fork,
+        "mp fork Process+Pipe": process_and_pipe,
+        "subprocess python -c pass": python_c_pass,
+    }, repeat=15)
+    # Last, and apart: a live pool keeps threads in this process, and forking a threaded
+    # process is what the others must not do.
+    reused = ctx.Pool(1)
+    try:
+        h.compare("isolate vs a reused pool",
+                  ("mp fork Pool reused (no isolation)", lambda: reused.apply(_trivial)),
+                  {"pyguts isolate(trivial)": lambda: isolate(_trivial)}, repeat=7)
+    finally:
+        reused.close()
+        reused.join()

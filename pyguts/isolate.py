@@ -1,0 +1,629 @@
+"""Run a function in a forked child and get its result, exception or crash back as data.
+
+``isolate(fn, *args, timeout=None, **kwargs)`` forks, calls ``fn`` in the child and returns an
+:class:`Outcome`: the value, the child's exception, or the signal that killed it with the child's
+faulthandler text, plus the tails of what the child wrote to its fds 1 and 2 (C output included).
+
+>>> from pyguts.isolate import isolate
+>>> isolate(pow, 2, 10).unwrap()
+1024
+>>> import os
+>>> isolate(os.abort).signal_name
+'SIGABRT'
+
+Why fork and not multiprocessing: ``fn`` need not be picklable (closures, lambdas, objects made
+in the parent are inherited), and the round trip is one fork, four pipes and one pickle.
+Only the result (or the exception) crosses the pipe, pickled with protocol 5 and its buffers
+sent out of band, so a large numpy array is copied once into the parent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import functools
+import gc
+import io
+import os
+import pickle
+import select
+import signal
+import struct
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+try:
+    import fcntl
+except ImportError:  # Windows: no fork either, isolate() raises IsolationUnavailable
+    fcntl = None  # type: ignore[assignment]
+
+from pyguts._compat import HAS_FORK
+from pyguts.errors import ChildCrashed, IsolationUnavailable
+
+__all__ = ["STATUSES", "Outcome", "isolate", "isolated"]
+
+#: Bytes of the child's stdout/stderr kept (the tail); earlier output is dropped.
+OUTPUT_TAIL_NBYTES = 64 * 1024
+#: Chunk size of one read from an output pipe.
+_READ_NBYTES = 256 * 1024
+#: Results larger than this get a bigger pipe buffer (fewer context switches).
+_BIG_PIPE_NBYTES = 1 << 20
+#: After a timeout the child gets this long to dump its stack (faulthandler on SIGUSR2).
+_DUMP_GRACE_S = 0.5
+#: Exit code of a child whose isolate machinery itself failed (EX_SOFTWARE).
+_EXIT_INTERNAL = 70
+#: Frame header: total payload length, number of out-of-band buffers.
+_HEADER = struct.Struct("<QI")
+_LENGTH = struct.Struct("<Q")
+#: Most buffers passed to one writev (POSIX guarantees at least 16; Linux allows 1024).
+_IOV_MAX = 16
+#: Signal the parent sends on timeout so the child's faulthandler dumps where it is stuck.
+_DUMP_SIGNAL = getattr(signal, "SIGUSR2", None)
+
+#: Every value ``Outcome.status`` takes.
+STATUSES = ("ok", "raised", "crashed", "timeout", "exited")
+
+
+class _ChildTraceback(Exception):
+    """Carries the child's formatted traceback as the ``__cause__`` of a re-created exception."""
+
+    def __str__(self) -> str:
+        return "\n" + str(self.args[0]).rstrip() + "\n  (raised in the isolated child above)"
+
+
+@dataclass
+class Outcome:
+    """What happened to one isolated call.
+
+    ``status`` is "ok" (``value`` holds the result), "raised" (``exc_*`` describe the exception,
+    also when the result could not be pickled), "crashed" (killed by ``signal``), "timeout"
+    (killed after ``timeout`` seconds) or "exited" (``os._exit``/``sys.exit``: ``exit_code``).
+
+    >>> o = isolate(int, "x")
+    >>> o.status, o.exc_type
+    ('raised', 'ValueError')
+    """
+
+    status: str
+    value: Any = None
+    exc_type: str | None = None
+    exc_message: str | None = None
+    exc_traceback: str | None = None
+    signal: int | None = None
+    signal_name: str | None = None
+    exit_code: int | None = None
+    fault_traceback: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    duration_s: float = 0.0
+    pid: int = 0
+    timeout: float | None = None
+    _exc_pickle: bytes | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def describe(self) -> str:
+        """One paragraph for humans: what happened, with the child's traceback or fault text."""
+        head = {
+            "ok": "the isolated call returned %s" % _short_repr(self.value),
+            "raised": "the isolated call raised %s: %s" % (self.exc_type, self.exc_message),
+            "crashed": "the isolated child (pid %d) was killed by %s (signal %s)"
+            % (self.pid, self.signal_name, self.signal),
+            "timeout": "the isolated child (pid %d) did not finish within %gs and was killed"
+            % (self.pid, self.timeout or 0.0),
+            "exited": "the isolated child (pid %d) exited with code %s without returning"
+            % (self.pid, self.exit_code),
+        }[self.status]
+        parts = [head + " after %.3fs" % self.duration_s]
+        if self.exc_traceback and self.status == "raised":
+            parts.append("child traceback:\n" + self.exc_traceback.rstrip())
+        if self.fault_traceback:
+            parts.append("child faulthandler output:\n" + self.fault_traceback.rstrip())
+        for name in ("stdout", "stderr"):
+            text = getattr(self, name)
+            if text and self.status != "ok":
+                parts.append("child %s (last %d bytes kept):\n%s" % (name, OUTPUT_TAIL_NBYTES, text.rstrip()))
+        return "\n".join(parts)
+
+    def unwrap(self) -> Any:
+        """Return the value, re-raise the child's exception, or raise :class:`ChildCrashed`.
+
+        >>> isolate(len, "abc").unwrap()
+        3
+        """
+        if self.status == "ok":
+            return self.value
+        if self.status == "raised" and self._exc_pickle is not None:
+            try:
+                exc = pickle.loads(self._exc_pickle)
+            except Exception:
+                exc = None
+            if isinstance(exc, BaseException):
+                raise exc from _ChildTraceback(self.exc_traceback or "")
+        err = ChildCrashed(self.describe())
+        err.outcome = self  # type: ignore[attr-defined]
+        raise err
+
+
+def isolate(fn: Callable[..., Any], /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Outcome:
+    """Call ``fn(*args, **kwargs)`` in a forked child; return an :class:`Outcome`, never raise for the child.
+
+    ``timeout`` (seconds) kills the child's process group with SIGKILL after a stack dump.
+
+    >>> import ctypes
+    >>> o = isolate(ctypes.string_at, 0)
+    >>> o.status, o.signal_name
+    ('crashed', 'SIGSEGV')
+    """
+    if not HAS_FORK:
+        raise IsolationUnavailable(
+            "isolate() needs os.fork, which %s lacks; run the experiment in a subprocess instead"
+            % sys.platform)
+    if timeout is not None and not timeout > 0:
+        raise ValueError("timeout must be a positive number of seconds or None, got %r" % (timeout,))
+    streams = _child_streams()
+    pipes: list[tuple[int, int]] = []
+    pid = -1
+    try:
+        for _ in range(4):  # result, stdout, stderr, faulthandler
+            pipes.append(os.pipe())
+        _flush_std_streams()
+        gc_enabled = gc.isenabled()
+        gc.disable()  # no collection between fork and the child's gc.freeze()
+        try:
+            start = time.perf_counter()
+            pid = os.fork()
+        finally:
+            if pid != 0 and gc_enabled:  # (the child re-enables it after freezing)
+                gc.enable()
+        if pid == 0:  # child: never returns
+            _child_main(fn, args, kwargs, pipes, timeout is not None, streams, gc_enabled)
+        for i, (r, w) in enumerate(pipes):
+            pipes[i] = (r, -1)  # closed: never close that number again (another thread may reuse it)
+            os.close(w)
+        try:
+            os.setpgid(pid, pid)  # also done in the child; whichever runs first wins the race
+        except OSError:
+            pass
+    except BaseException:
+        for r, w in pipes:
+            for fd in (r, w):
+                if fd >= 0:
+                    os.close(fd)
+        if pid > 0:
+            _signal_child(pid, signal.SIGKILL, group=False)
+            _reap(pid, block=True)
+        raise
+    return _collect(pid, [r for r, _ in pipes], start, timeout)
+
+
+def isolated(fn: Callable[..., Any] | None = None, *, timeout: float | None = None) -> Any:
+    """Decorator: every call runs in a forked child and returns its value (or raises, see ``unwrap``).
+
+    ``wrapper.outcome(*args, **kwargs)`` returns the :class:`Outcome` instead.
+
+    >>> @isolated(timeout=5)
+    ... def double(x):
+    ...     return 2 * x
+    >>> double(21), double.outcome(1).status
+    (42, 'ok')
+    """
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return isolate(func, *args, timeout=timeout, **kwargs).unwrap()
+
+        wrapper.outcome = functools.partial(_outcome_of, func, timeout)  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate if fn is None else decorate(fn)
+
+
+def _outcome_of(func: Callable[..., Any], timeout: float | None, *args: Any, **kwargs: Any) -> Outcome:
+    return isolate(func, *args, timeout=timeout, **kwargs)
+
+
+# ---------------------------------------------------------------- parent side
+
+def _flush_std_streams() -> None:
+    """Flush Python and C stdio buffers so the child does not inherit (and repeat) pending output."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+    _libc_fflush()
+
+
+@functools.lru_cache(maxsize=None)
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
+def _libc_fflush() -> None:
+    libc = _libc()
+    if libc is not None and hasattr(libc, "fflush"):
+        libc.fflush(None)
+
+
+class _Reader:
+    """The parent's end of one pipe: a frame reader (result) or a bounded tail (output)."""
+
+    def __init__(self, fd: int, framed: bool) -> None:
+        self.fd = fd
+        self.framed = framed
+        self.data = bytearray()
+        self.frame: bytearray | None = None
+        self.filled = 0
+        self.open = True
+
+    def read_once(self) -> bool:
+        """Read what is available; return False at end of file."""
+        if not self.framed:
+            chunk = os.read(self.fd, _READ_NBYTES)
+            self.data += chunk
+            if len(self.data) > 2 * OUTPUT_TAIL_NBYTES:
+                del self.data[:-OUTPUT_TAIL_NBYTES]
+            return bool(chunk)
+        if self.frame is None:  # length prefix not complete yet: small reads, usually the whole frame
+            chunk = os.read(self.fd, _READ_NBYTES)
+            self.data += chunk
+            if len(self.data) >= _LENGTH.size:
+                self.frame = bytearray(_LENGTH.unpack_from(self.data)[0])
+                got = self.data[_LENGTH.size:_LENGTH.size + len(self.frame)]
+                self.frame[:len(got)] = got
+                self.filled = len(got)
+            return bool(chunk)
+        if self.filled == len(self.frame):
+            return bool(os.read(self.fd, 1))
+        n = os.readv(self.fd, [memoryview(self.frame)[self.filled:]])
+        self.filled += n
+        return n > 0
+
+    def complete(self) -> bool:
+        return self.frame is not None and self.filled == len(self.frame)
+
+    def text(self) -> str:
+        return bytes(self.data[-OUTPUT_TAIL_NBYTES:]).decode("utf-8", "replace")
+
+
+def _collect(pid: int, fds: list[int], start: float, timeout: float | None) -> Outcome:
+    """Read the child's pipes while waiting for it, so a full pipe never deadlocks the pair."""
+    readers = [_Reader(fds[0], True)] + [_Reader(fd, False) for fd in fds[1:]]
+    by_fd = {r.fd: r for r in readers}
+    poller = select.poll()
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
+    pidfd = _pidfd_open(pid)
+    if pidfd is not None:
+        poller.register(pidfd, select.POLLIN)
+    deadline = None if timeout is None else start + timeout
+    wait_status: int | None = None
+    timed_out = False
+    kill_at: float | None = None
+    try:
+        while wait_status is None:
+            now = time.perf_counter()
+            if deadline is not None and now >= deadline and not timed_out:
+                timed_out = True
+                kill_at = now + _DUMP_GRACE_S
+                _signal_child(pid, _DUMP_SIGNAL, group=False)
+            if kill_at is not None and now >= kill_at:
+                _signal_child(pid, signal.SIGKILL, group=True)
+                kill_at = float("inf")
+            until = min(x for x in (deadline if not timed_out else None, kill_at, float("inf"))
+                        if x is not None)
+            wait_ms = None if until == float("inf") else max(0, int((until - now) * 1000) + 1)
+            if pidfd is None:  # no exit notification: poll for it
+                wait_ms = 10 if wait_ms is None else min(wait_ms, 10)
+            for fd, _ in poller.poll(wait_ms):
+                if fd == pidfd:
+                    wait_status = _reap(pid, block=False)
+                    continue
+                reader = by_fd[fd]
+                if not reader.read_once():
+                    reader.open = False
+                    poller.unregister(fd)
+                elif timed_out and fd == fds[3] and kill_at != float("inf"):
+                    kill_at = min(kill_at, time.perf_counter() + 0.05)  # the dump is arriving
+            if not any(r.open for r in readers):
+                if readers[0].complete():  # the child has sent everything and is exiting
+                    break
+                if pidfd is None:
+                    wait_status = _reap(pid, block=False)
+            elif pidfd is None:
+                wait_status = _reap(pid, block=False)
+        _drain(readers)
+        outcome = _outcome(pid, wait_status, readers, timeout, timed_out)
+        if wait_status is None:
+            wait_status = _reap(pid, block=True)
+            if os.WIFSIGNALED(wait_status) and not timed_out:  # died after sending: say so
+                outcome.status = "crashed"
+            outcome.signal, outcome.signal_name, outcome.exit_code = _decode_status(wait_status)
+    except BaseException:
+        _signal_child(pid, signal.SIGKILL, group=True)
+        if wait_status is None:
+            _reap(pid, block=True)
+        raise
+    finally:
+        for r in readers:
+            os.close(r.fd)
+        if pidfd is not None:
+            os.close(pidfd)
+    outcome.duration_s = time.perf_counter() - start
+    return outcome
+
+
+def _pidfd_open(pid: int) -> int | None:
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        return opener(pid)
+    except OSError:
+        return None
+
+
+def _reap(pid: int, block: bool) -> int | None:
+    """Wait for the child; return its raw wait status, or None if it is still running."""
+    while True:
+        try:
+            got, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return 0  # somebody else reaped it (a SIGCHLD handler set to SIG_IGN)
+        except InterruptedError:
+            continue
+        return status if got == pid else None
+
+
+def _signal_child(pid: int, signum: int | None, group: bool) -> None:
+    if signum is None:
+        return
+    try:
+        if group:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        if group:  # the group may be gone while the (zombie) leader remains
+            try:
+                os.kill(pid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _drain(readers: list[_Reader]) -> None:
+    """Read what the dead child left in its pipes without waiting for grandchildren to close them."""
+    for r in readers:
+        if not r.open:
+            continue
+        os.set_blocking(r.fd, False)
+        try:
+            while r.read_once():
+                pass
+        except BlockingIOError:
+            pass
+        r.open = False
+
+
+def _decode_status(wait_status: int | None) -> tuple[int | None, str | None, int | None]:
+    """(signal, signal_name, exit_code) from a raw wait status."""
+    if wait_status is not None and os.WIFSIGNALED(wait_status):
+        signum = os.WTERMSIG(wait_status)
+        return signum, _signal_name(signum), None
+    if wait_status is not None and os.WIFEXITED(wait_status):
+        return None, None, os.WEXITSTATUS(wait_status)
+    return None, None, None
+
+
+def _outcome(pid: int, wait_status: int | None, readers: list[_Reader],
+             timeout: float | None, timed_out: bool) -> Outcome:
+    common = dict(pid=pid, timeout=timeout, stdout=readers[1].text(),
+                  stderr=readers[2].text(), fault_traceback=readers[3].text())
+    signum, signal_name, exit_code = _decode_status(wait_status)
+    if readers[0].complete():
+        return _decode_frame(readers[0].frame, exit_code, common)
+    if timed_out:
+        return Outcome("timeout", signal=signum, signal_name=signal_name, exit_code=exit_code, **common)
+    if signum is not None:
+        return Outcome("crashed", signal=signum, signal_name=signal_name, **common)
+    return Outcome("exited", exit_code=exit_code, **common)
+
+
+def _decode_frame(frame: bytearray, exit_code: int | None, common: dict) -> Outcome:
+    view = memoryview(frame)
+    main_nbytes, nbuf = _HEADER.unpack_from(view)
+    pos = _HEADER.size
+    lengths = struct.unpack_from("<%dQ" % nbuf, view, pos)
+    pos += 8 * nbuf
+    main = view[pos:pos + main_nbytes]
+    pos += main_nbytes
+    buffers = []
+    for n in lengths:
+        buffers.append(view[pos:pos + n])
+        pos += n
+    try:
+        status, payload = pickle.loads(main, buffers=buffers)
+    except Exception as exc:
+        return Outcome("raised", exc_type=type(exc).__name__, exit_code=exit_code,
+                       exc_message="the child's result could not be unpickled in the parent: %s; "
+                       "return types the parent can import" % exc,
+                       exc_traceback=traceback.format_exc(), _exc_pickle=_try_pickle(exc), **common)
+    if status == "ok":
+        return Outcome("ok", value=payload, exit_code=exit_code, **common)
+    return Outcome("raised", exit_code=exit_code, exc_type=payload["type"], exc_message=payload["message"],
+                   exc_traceback=payload["traceback"], _exc_pickle=payload["pickle"], **common)
+
+
+def _signal_name(signum: int | None) -> str | None:
+    if signum is None:
+        return None
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return "signal %d" % signum
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# ---------------------------------------------------------------- child side
+
+def _child_main(fn: Callable[..., Any], args: tuple, kwargs: dict, pipes: list[tuple[int, int]],
+                dump_on_signal: bool, streams: tuple[io.TextIOWrapper, io.TextIOWrapper],
+                gc_enabled: bool) -> None:
+    """Body of the forked child: redirect fds, call fn, send the frame, leave with os._exit."""
+    code = _EXIT_INTERNAL
+    try:
+        # Every inherited object goes to the permanent generation: the child's collections then
+        # never write to the parent's gc headers, so a big parent heap is not copied page by page.
+        # Freezing here, not in the parent, leaves the parent's own gc.freeze() state untouched.
+        gc.freeze()
+        if gc_enabled:
+            gc.enable()
+        try:
+            os.setpgid(0, 0)  # its own group, so a timeout also kills what it started
+        except OSError:
+            pass
+        for r, _ in pipes:
+            os.close(r)
+        (_, res_w), (_, out_w), (_, err_w), (_, fault_w) = pipes
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.close(out_w)
+        os.close(err_w)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        sys.stdout, sys.stderr = streams  # Python output unbuffered: it survives a crash
+        faulthandler.enable(file=fault_w, all_threads=True)
+        if dump_on_signal and _DUMP_SIGNAL is not None:
+            faulthandler.register(_DUMP_SIGNAL, file=fault_w, all_threads=True, chain=False)
+        payload = None
+        try:
+            value = fn(*args, **kwargs)
+        except SystemExit as exc:
+            code = _exit_code_of(exc)
+        except BaseException as exc:
+            payload = _frame("raised", _describe_exception(exc))
+        else:
+            payload = _frame_value(value)
+        _flush_child_output()
+        if payload is not None:
+            _write_frame(res_w, payload)
+            code = 0
+        # Close every pipe now: the parent sees end-of-file and decodes the result while this
+        # process tears down its address space, instead of after it.
+        for fd in (res_w, fault_w, 1, 2):
+            os.close(fd)
+    except BaseException:
+        try:
+            text = "pyguts.isolate: the child's machinery failed:\n" + traceback.format_exc()
+            os.write(2, text.encode())
+        except BaseException:
+            pass
+    finally:
+        try:
+            _flush_child_output()
+        finally:
+            os._exit(code)
+
+
+def _flush_child_output() -> None:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    _libc_fflush()  # printf() output from C, which os._exit would drop
+
+
+@functools.lru_cache(maxsize=None)
+def _child_streams() -> tuple[io.TextIOWrapper, io.TextIOWrapper]:
+    """Unbuffered text streams on fds 1 and 2, made once in the parent and only used by children.
+
+    Made ahead because building a TextIOWrapper in every child costs ~0.1 ms of page faults.
+    """
+    return _unbuffered_text(1), _unbuffered_text(2)
+
+
+def _unbuffered_text(fd: int) -> io.TextIOWrapper:
+    raw = io.FileIO(fd, "wb", closefd=False)
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace", write_through=True)
+
+
+def _exit_code_of(exc: SystemExit) -> int:
+    """The exit code CPython would use for ``sys.exit(exc.code)``."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _describe_exception(exc: BaseException) -> dict:
+    return {
+        "type": type(exc).__qualname__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        "pickle": _try_pickle(exc),
+    }
+
+
+def _try_pickle(obj: object) -> bytes | None:
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+
+
+def _frame_value(value: Any) -> list:
+    try:
+        return _frame("ok", value)
+    except Exception as exc:
+        info = _describe_exception(exc)
+        info["message"] = ("the result of the isolated function, a %s, cannot be pickled to send it "
+                           "to the parent: %s; return plain data (convert it, or pickle what you need "
+                           "inside the child)" % (type(value).__qualname__, exc))
+        return _frame("raised", info)
+
+
+def _frame(status: str, payload: Any) -> list:
+    """Pickle with out-of-band buffers: [length, header, lengths, main pickle, buffer, ...]."""
+    buffers: list[pickle.PickleBuffer] = []
+    main = pickle.dumps((status, payload), protocol=5, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    header = _HEADER.pack(len(main), len(raws)) + struct.pack("<%dQ" % len(raws), *(r.nbytes for r in raws))
+    total = len(header) + len(main) + sum(r.nbytes for r in raws)
+    return [_LENGTH.pack(total), header, main, *raws]
+
+
+def _write_frame(fd: int, parts: list) -> None:
+    total = sum(memoryview(p).nbytes for p in parts)
+    if total > _BIG_PIPE_NBYTES and hasattr(fcntl, "F_SETPIPE_SZ"):
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _BIG_PIPE_NBYTES)
+        except OSError:
+            pass
+    if len(parts) == 3:  # no out-of-band buffers: one bytes object, one write
+        parts = [b"".join(parts)]
+    views = [memoryview(p).cast("B") for p in parts]
+    while views:  # one writev for small frames; a full pipe makes it return short
+        written = os.writev(fd, views[:_IOV_MAX])
+        while views and written >= views[0].nbytes:
+            written -= views[0].nbytes
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]

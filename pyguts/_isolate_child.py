@@ -1,0 +1,199 @@
+"""The child side of :func:`pyguts.isolate.isolate`: redirect fds, call, frame the result, exit.
+
+Runs only in a forked child (apart from the framing constants, which the parent decodes with).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import functools
+import gc
+import io
+import os
+import pickle
+import signal
+import struct
+import sys
+import traceback
+from typing import Any, Callable
+
+try:
+    import fcntl
+except ImportError:  # Windows: no fork either
+    fcntl = None  # type: ignore[assignment]
+
+#: Results larger than this get a bigger pipe buffer (fewer context switches).
+_BIG_PIPE_NBYTES = 1 << 20
+#: Exit code of a child whose isolate machinery itself failed (EX_SOFTWARE).
+_EXIT_INTERNAL = 70
+#: Frame header: total payload length, number of out-of-band buffers.
+_HEADER = struct.Struct("<QI")
+_LENGTH = struct.Struct("<Q")
+#: Most buffers passed to one writev (POSIX guarantees at least 16; Linux allows 1024).
+_IOV_MAX = 16
+#: Signal the parent sends on timeout so the child's faulthandler dumps where it is stuck.
+_DUMP_SIGNAL = getattr(signal, "SIGUSR2", None)
+
+
+@functools.lru_cache(maxsize=None)
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
+def _libc_fflush() -> None:
+    libc = _libc()
+    if libc is not None and hasattr(libc, "fflush"):
+        libc.fflush(None)
+
+
+def _child_main(fn: Callable[..., Any], args: tuple, kwargs: dict, pipes: list[tuple[int, int]],
+                dump_on_signal: bool, streams: tuple[io.TextIOWrapper, io.TextIOWrapper],
+                gc_enabled: bool) -> None:
+    """Body of the forked child: redirect fds, call fn, send the frame, leave with os._exit."""
+    code = _EXIT_INTERNAL
+    try:
+        # Every inherited object goes to the permanent generation: the child's collections then
+        # never write to the parent's gc headers, so a big parent heap is not copied page by page.
+        # Freezing here, not in the parent, leaves the parent's own gc.freeze() state untouched.
+        gc.freeze()
+        if gc_enabled:
+            gc.enable()
+        try:
+            os.setpgid(0, 0)  # its own group, so a timeout also kills what it started
+        except OSError:
+            pass
+        for r, _ in pipes:
+            os.close(r)
+        (_, res_w), (_, out_w), (_, err_w), (_, fault_w) = pipes
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.close(out_w)
+        os.close(err_w)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        sys.stdout, sys.stderr = streams  # Python output unbuffered: it survives a crash
+        faulthandler.enable(file=fault_w, all_threads=True)
+        if dump_on_signal and _DUMP_SIGNAL is not None:
+            faulthandler.register(_DUMP_SIGNAL, file=fault_w, all_threads=True, chain=False)
+        payload = None
+        try:
+            value = fn(*args, **kwargs)
+        except SystemExit as exc:
+            code = _exit_code_of(exc)
+        except BaseException as exc:
+            payload = _frame("raised", _describe_exception(exc))
+        else:
+            payload = _frame_value(value)
+        _flush_child_output()
+        if payload is not None:
+            _write_frame(res_w, payload)
+            code = 0
+        # Close every pipe now: the parent sees end-of-file and decodes the result while this
+        # process tears down its address space, instead of after it.
+        for fd in (res_w, fault_w, 1, 2):
+            os.close(fd)
+    except BaseException:
+        try:
+            text = "pyguts.isolate: the child's machinery failed:\n" + traceback.format_exc()
+            os.write(2, text.encode())
+        except BaseException:
+            pass
+    finally:
+        try:
+            _flush_child_output()
+        finally:
+            os._exit(code)
+
+
+def _flush_child_output() -> None:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    _libc_fflush()  # printf() output from C, which os._exit would drop
+
+
+@functools.lru_cache(maxsize=None)
+def _child_streams() -> tuple[io.TextIOWrapper, io.TextIOWrapper]:
+    """Unbuffered text streams on fds 1 and 2, made once in the parent and only used by children.
+
+    Made ahead because building a TextIOWrapper in every child costs ~0.1 ms of page faults.
+    """
+    return _unbuffered_text(1), _unbuffered_text(2)
+
+
+def _unbuffered_text(fd: int) -> io.TextIOWrapper:
+    raw = io.FileIO(fd, "wb", closefd=False)
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace", write_through=True)
+
+
+def _exit_code_of(exc: SystemExit) -> int:
+    """The exit code CPython would use for ``sys.exit(exc.code)``."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _describe_exception(exc: BaseException) -> dict:
+    return {
+        "type": type(exc).__qualname__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        "pickle": _try_pickle(exc),
+    }
+
+
+def _try_pickle(obj: object) -> bytes | None:
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+
+
+def _frame_value(value: Any) -> list:
+    try:
+        return _frame("ok", value)
+    except Exception as exc:
+        info = _describe_exception(exc)
+        info["message"] = ("the result of the isolated function, a %s, cannot be pickled to send it "
+                           "to the parent: %s; return plain data (convert it, or pickle what you need "
+                           "inside the child)" % (type(value).__qualname__, exc))
+        return _frame("raised", info)
+
+
+def _frame(status: str, payload: Any) -> list:
+    """Pickle with out-of-band buffers: [length, header, lengths, main pickle, buffer, ...]."""
+    buffers: list[pickle.PickleBuffer] = []
+    main = pickle.dumps((status, payload), protocol=5, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    header = _HEADER.pack(len(main), len(raws)) + struct.pack("<%dQ" % len(raws), *(r.nbytes for r in raws))
+    total = len(header) + len(main) + sum(r.nbytes for r in raws)
+    return [_LENGTH.pack(total), header, main, *raws]
+
+
+def _write_frame(fd: int, parts: list) -> None:
+    total = sum(memoryview(p).nbytes for p in parts)
+    if total > _BIG_PIPE_NBYTES and hasattr(fcntl, "F_SETPIPE_SZ"):
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _BIG_PIPE_NBYTES)
+        except OSError:
+            pass
+    if len(parts) == 3:  # no out-of-band buffers: one bytes object, one write
+        parts = [b"".join(parts)]
+    views = [memoryview(p).cast("B") for p in parts]
+    while views:  # one writev for small frames; a full pipe makes it return short
+        written = os.writev(fd, views[:_IOV_MAX])
+        while views and written >= views[0].nbytes:
+            written -= views[0].nbytes
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]

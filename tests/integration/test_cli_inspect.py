@@ -59,3 +59,21 @@ def test_no_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main([])
     assert exc.value.code == 2
+
+
+def test_console_script_arranges_static_tls_for_jemalloc():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+    done = subprocess.run([sys.executable, "-m", "pyguts", "tour", "--step", "jemalloc"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    if "cannot open shared object" in done.stdout or "apt-get install" in done.stdout:
+        pytest.skip("needs_jemalloc: libjemalloc2 is not installed")
+    assert "jemalloc stats.allocated" in done.stdout and "'pyguts-jemalloc'" in done.stdout, done.stdout
+
+
+def test_tour_runs_one_step(capsys):
+    assert main(["tour", "--step", "objects"]) == 0
+    out = capsys.readouterr().out
+    assert "=== objects ===" in out and "=== jemalloc ===" not in out

@@ -1,0 +1,173 @@
+"""Allocator libraries by name: how to load each, what to install when it is missing.
+
+Libraries are opened ``RTLD_LOCAL`` and their functions are called through the handle, so loading
+one never replaces the process's own ``malloc``. A loaded allocator is kept for the life of the
+process and never ``dlclose``d: arrays and numpy handlers may still point into it at exit.
+
+>>> "libc" in available() and "mmap" in available()
+True
+>>> load("libc").name
+'libc'
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass, field
+
+from pyguts.alloc import _shim
+from pyguts.errors import AllocatorUnavailable
+
+#: What fixes Debian's libjemalloc2 "cannot allocate memory in static TLS block" at dlopen().
+STATIC_TLS_TUNABLE = "glibc.rtld.optional_static_tls=4096"
+STATIC_TLS_FIX = (f"start the process with GLIBC_TUNABLES={STATIC_TLS_TUNABLE} in its environment "
+                  "(or LD_PRELOAD=libjemalloc.so.2); glibc reads it only at start-up, so it cannot be "
+                  "set from inside a running interpreter — `make test`, `make tour` and the `pyguts` "
+                  "command set it themselves")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How to load one allocator: shared object, Debian package, symbols by role, family."""
+
+    name: str
+    soname: str | None            # None: no library (mmap); "" : the C library itself
+    package: str | None           # Debian package that ships soname
+    family: int
+    symbols: dict[str, str] = field(default_factory=dict)  # role -> symbol
+    huge: bool = False
+    doc: str = ""
+
+
+_MALLOC_ROLES = ("malloc", "calloc", "realloc", "free", "memalign", "zalign")
+
+#: The registry: one row per allocator name.
+SPECS: dict[str, Spec] = {spec.name: spec for spec in (
+    Spec("jemalloc", "libjemalloc.so.2", "libjemalloc2", _shim.FAMILY_JEMALLOC,
+         dict(malloc="malloc", calloc="calloc", realloc="realloc", free="free",
+              memalign="aligned_alloc", zalign="mallocx", mallctl="mallctl"),
+         doc="jemalloc 5 (unprefixed symbols, called through its own handle)"),
+    Spec("mimalloc", "libmimalloc.so.2", "libmimalloc2.0", _shim.FAMILY_MIMALLOC,
+         dict(malloc="mi_malloc", calloc="mi_calloc", realloc="mi_realloc", free="mi_free",
+              memalign="mi_aligned_alloc", zalign="mi_zalloc_aligned", process_info="mi_process_info"),
+         doc="Microsoft mimalloc 2"),
+    Spec("tcmalloc", "libtcmalloc_minimal.so.4", "libtcmalloc-minimal4", _shim.FAMILY_PLAIN,
+         dict(malloc="tc_malloc", calloc="tc_calloc", realloc="tc_realloc", free="tc_free",
+              memalign="tc_memalign", numeric_property="MallocExtension_GetNumericProperty"),
+         doc="gperftools tcmalloc_minimal"),
+    Spec("libc", "libc.so.6", "libc6", _shim.FAMILY_PLAIN,
+         dict(malloc="malloc", calloc="calloc", realloc="realloc", free="free",
+              memalign="aligned_alloc", mallinfo2="mallinfo2"),
+         doc="the C library's malloc (glibc ptmalloc)"),
+    Spec("mmap", None, None, _shim.FAMILY_MMAP,
+         doc="anonymous mmap per allocation: page-aligned, returned to the OS on free"),
+    Spec("mmap-huge", None, None, _shim.FAMILY_MMAP, huge=True,
+         doc="mmap + madvise(MADV_HUGEPAGE): transparent huge pages where the kernel allows"),
+)}
+
+
+@dataclass(frozen=True, eq=False)
+class Allocator:
+    """A loaded allocator: its library handle, symbol addresses and the shim context (``ctx``)."""
+
+    name: str
+    spec: Spec
+    library: ctypes.CDLL | None
+    ctx: int                      # address of the shim's pg_ctx, never freed
+
+    def symbol(self, role: str) -> int | None:
+        """Address of the library function playing ``role`` (e.g. "mallctl"), or None."""
+        sym = self.spec.symbols.get(role)
+        if self.library is None or sym is None:
+            return None
+        try:
+            return ctypes.cast(getattr(self.library, sym), ctypes.c_void_p).value
+        except AttributeError:
+            return None
+
+    def __repr__(self) -> str:
+        where = self.spec.soname or "kernel"
+        return f"<pyguts Allocator {self.name!r} from {where} ctx=0x{self.ctx:x}>"
+
+    def __reduce__(self):
+        return (load, (self.name,))
+
+
+_LOADED: dict[str, Allocator] = {}  # kept forever: handlers and arrays point into these
+_LOCK = threading.Lock()
+
+
+def _open(spec: Spec) -> ctypes.CDLL | None:
+    if spec.soname is None:
+        return None
+    try:
+        return ctypes.CDLL(spec.soname, mode=ctypes.RTLD_LOCAL)
+    except OSError as exc:
+        text = str(exc)
+        if "static TLS" in text:
+            raise AllocatorUnavailable(
+                f"allocator {spec.name!r} must be loadable with dlopen(), got {text!r}: {STATIC_TLS_FIX}"
+            ) from exc
+        pkg = f"apt-get install {spec.package}" if spec.package else "install the library"
+        raise AllocatorUnavailable(
+            f"allocator {spec.name!r} needs {spec.soname}, which could not be loaded ({text}); "
+            f"install it (Debian: {pkg}) or pick another; pyguts.alloc.available() lists those that load"
+        ) from exc
+
+
+def _load_spec(spec: Spec) -> Allocator:
+    library = _open(spec)
+    addrs = {}
+    for role in _MALLOC_ROLES:
+        sym = spec.symbols.get(role)
+        if library is None or sym is None:
+            addrs[role] = None
+            continue
+        try:
+            addrs[role] = ctypes.cast(getattr(library, sym), ctypes.c_void_p).value
+        except AttributeError as exc:
+            raise AllocatorUnavailable(
+                f"allocator {spec.name!r} needs symbol {sym!r} in {spec.soname}, which lacks it; "
+                f"install a current {spec.package} or pick another allocator") from exc
+    ctx = _shim.shim().pg_ctx_new(*(addrs[r] or 0 for r in _MALLOC_ROLES), spec.family, int(spec.huge))
+    if not ctx:
+        raise MemoryError(f"allocating the pyguts context for {spec.name!r} failed")
+    return Allocator(spec.name, spec, library, ctx)
+
+
+def load(name: str | Allocator) -> Allocator:
+    """Load allocator ``name`` once per process (kept forever) and return it.
+
+    >>> load("mmap").spec.soname is None
+    True
+    """
+    if isinstance(name, Allocator):
+        return name
+    loaded = _LOADED.get(name)
+    if loaded is not None:  # the common case, without the lock
+        return loaded
+    with _LOCK:
+        if name in _LOADED:
+            return _LOADED[name]
+        spec = SPECS.get(name)
+        if spec is None:
+            raise AllocatorUnavailable(f"allocator name must be one of {sorted(SPECS)}, got {name!r}")
+        allocator = _LOADED[name] = _load_spec(spec)
+        return allocator
+
+
+def available() -> list[str]:
+    """Names of the allocators that load in this process, in registry order.
+
+    >>> available()[-3:]
+    ['libc', 'mmap', 'mmap-huge']
+    """
+    names = []
+    for name in SPECS:
+        try:
+            load(name)
+        except AllocatorUnavailable:
+            continue
+        names.append(name)
+    return names

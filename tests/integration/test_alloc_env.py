@@ -1,0 +1,62 @@
+"""Loading allocators in fresh processes: the jemalloc static-TLS trap and its two fixes."""
+
+from __future__ import annotations
+
+import ctypes.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pyguts.alloc import STATIC_TLS_TUNABLE
+
+pytestmark = pytest.mark.skipif(ctypes.util.find_library("jemalloc") is None,
+                                reason="needs_jemalloc: libjemalloc2 is not installed")
+
+_PROBE = """
+import json, sys
+import numpy  # loaded first, as in real use: its own libraries take static TLS too
+import pyguts.alloc as alloc
+from pyguts.errors import AllocatorUnavailable
+out = {"available": alloc.available()}
+try:
+    a = alloc.zeros(1000, allocator="jemalloc")
+    out["jemalloc"] = [a.nbytes, alloc.stats("jemalloc")["allocated"] >= a.nbytes]
+except AllocatorUnavailable as exc:
+    out["error"] = [type(exc).__name__, isinstance(exc, OSError), str(exc)]
+print(json.dumps(out))
+"""
+
+
+def _probe(**extra_env: str) -> dict:
+    """Run the probe in a child whose environment has neither fix unless ``extra_env`` adds one."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+    env.update(extra_env)
+    proc = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_without_the_fix_jemalloc_raises_with_the_exact_fix():
+    out = _probe()
+    assert "jemalloc" not in out, "Debian's libjemalloc2 loaded without the fix: the trap this guards moved"
+    kind, is_oserror, message = out["error"]
+    assert kind == "AllocatorUnavailable" and is_oserror
+    assert "cannot allocate memory in static TLS block" in message
+    assert f"GLIBC_TUNABLES={STATIC_TLS_TUNABLE}" in message and "LD_PRELOAD" in message
+    assert "jemalloc" not in out["available"]
+    assert {"mimalloc", "tcmalloc", "libc", "mmap"} <= set(out["available"])
+
+
+def test_glibc_tunable_at_start_fixes_it():
+    out = _probe(GLIBC_TUNABLES=STATIC_TLS_TUNABLE)
+    assert "error" not in out, out.get("error")
+    assert out["jemalloc"] == [8000, True] and "jemalloc" in out["available"]
+
+
+def test_ld_preload_fixes_it():
+    out = _probe(LD_PRELOAD="libjemalloc.so.2")
+    assert "error" not in out, out.get("error")
+    assert out["jemalloc"][0] == 8000

@@ -76,6 +76,7 @@ $(STAMPS)/system:
 	touch $@
 
 bench: $(BIN)/.installed
+	$(BIN)/$(PIP) install -e '.[test,bench]'
 	$(BIN)/python benchmarks/run.py
 
 clean:

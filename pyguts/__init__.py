@@ -18,6 +18,7 @@ from pyguts.errors import (
 )
 from pyguts.explain import Explanation, FieldInfo, explain
 from pyguts.isolate import Outcome, isolate, isolated
+from pyguts.leaks import LeakReport
 from pyguts.memory import nbytes_of, payload, view, view_address
 from pyguts.mutate import mutate, swap_type
 from pyguts.refs import is_immortal, refcount, referrers
@@ -34,6 +35,7 @@ __all__ = [
     "FieldInfo",
     "IsolationUnavailable",
     "LayoutMismatchError",
+    "LeakReport",
     "NativeError",
     "Outcome",
     "PygutsError",

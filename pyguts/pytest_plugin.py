@@ -33,6 +33,9 @@ import pytest
 from pyguts.errors import ChildCrashed
 from pyguts.isolate import Outcome, isolate
 
+# The leak marker (@pytest.mark.no_leaks, --pyguts-leaks) lives in its own plugin module.
+pytest_plugins = ["pyguts._pytest_leaks"]
+
 MARKERS = (
     "isolated(timeout=None): run the test body in a forked child with pyguts.isolate; a crash, exit "
     "or timeout (seconds) becomes an ordinary failure showing the child's faulthandler traceback",

@@ -12,7 +12,7 @@ from typing import Sequence
 from pyguts.alloc._registry import STATIC_TLS_TUNABLE
 
 #: Subcommand modules under pyguts.cli; each defines register(subparsers) and run(args) -> int.
-COMMANDS = ("inspect", "tour")
+COMMANDS = ("inspect", "tour", "leaks")
 
 _REEXEC_MARK = "PYGUTS_STATIC_TLS_REEXEC"
 

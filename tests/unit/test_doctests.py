@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["pyguts", "pyguts.layouts", "pyguts.structs", "pyguts.memory", "pyguts.refs", "pyguts.explain", "pyguts.mutate", "pyguts.isolate",
-           "pyguts.native", "pyguts.alloc", "pyguts.alloc._arrays", "pyguts.alloc._handler", "pyguts.alloc._stats"]
+           "pyguts.native", "pyguts.alloc", "pyguts.alloc._arrays", "pyguts.alloc._handler", "pyguts.alloc._stats", "pyguts.leaks"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,0 +1,132 @@
+"""Plain records of a leak check (:func:`pyguts.leaks.check`) and their text form.
+
+The records hold strings and numbers only, never the objects measured, so a report can be kept
+without keeping anything alive. They can be built by hand:
+
+>>> from pyguts._leaks_report import LeakReport, Signal
+>>> r = LeakReport(function="f", leaking=True, decided=True, kinds=("fd",), calls_per_round=2, rounds=3,
+...                calls=10, elapsed_ms=1.0, signals=(Signal("fds", "fd", (2, 2, 2), 2, 1.0, "leak"),))
+>>> r.growth["fds"]
+1.0
+>>> print(r)
+pyguts.leaks: f LEAKS (fd): 3 rounds x 2 calls, 10 calls in 1.0 ms
+  fd: file descriptors opened and not closed
+  per call (per-round deltas):
+    fds                                      +1 fd     [2, 2, 2]  <- leak
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Decision states of one signal.
+LEAK, CLEAN, UNDECIDED = "leak", "clean", "undecided"
+
+#: What each leak kind means, for the text report.
+KIND_HELP = {
+    "reference": "references added to existing objects (refcount bumps)",
+    "container": "new gc-tracked objects kept alive (lists, dicts, tuples, instances ...)",
+    "object": "new Python objects gc does not track (int, bytes, str, atomic tuples ...)",
+    "large-buffer": "large memory buffers (>= 64 KiB per call)",
+    "native-memory": "C allocator (malloc) memory not owned by Python objects",
+    "fd": "file descriptors opened and not closed",
+    "memory": "resident memory that no allocator counter explains (mmap, another allocator)",
+}
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One measured quantity: its per-round deltas (k calls per round) and the decision on them."""
+
+    name: str          # "blocks", "malloc_nbytes", "gc:list", "refcount:<label>", ...
+    unit: str          # "block", "B", "fd", "ref", "object"
+    deltas: tuple      # per round, after subtracting the check's own overhead
+    threshold: float   # the least per-round growth that counts as growth
+    per_call: float    # median delta / calls per round
+    state: str         # LEAK, CLEAN or UNDECIDED
+
+
+@dataclass(frozen=True)
+class GrownObject:
+    """An existing object whose reference count grew on every round (the object itself is not kept)."""
+
+    repr: str
+    type_name: str
+    addr: int
+    growth_per_call: float
+
+
+@dataclass(frozen=True)
+class AllocationSite:
+    """Where the memory that kept growing was allocated (from a tracemalloc pass, when a leak is located)."""
+
+    location: str
+    nbytes_per_call: float
+    blocks_per_call: float
+
+
+@dataclass(frozen=True)
+class LeakReport:
+    """The answer of :func:`pyguts.leaks.check`: does it leak, what, how much per call, and the evidence."""
+
+    function: str
+    leaking: bool
+    decided: bool
+    kinds: tuple
+    calls_per_round: int
+    rounds: int
+    calls: int
+    elapsed_ms: float
+    signals: tuple = ()
+    grown_objects: tuple = ()
+    grown_types: tuple = ()            # (type name, new objects per call), gc-tracked only
+    sites: tuple = ()
+    notes: tuple = field(default=())
+
+    @property
+    def growth(self) -> dict:
+        """Per-call growth of every signal, by signal name."""
+        return {s.name: s.per_call for s in self.signals}
+
+    def signal(self, name: str) -> Signal | None:
+        """The signal called ``name``, or None."""
+        for s in self.signals:
+            if s.name == name:
+                return s
+        return None
+
+    def __str__(self) -> str:
+        verdict = ("LEAKS (%s)" % ", ".join(self.kinds)) if self.leaking else "no leak found"
+        if not self.decided:
+            verdict += " (undecided: growth was neither consistent nor absent; raise runs=)"
+        lines = [f"pyguts.leaks: {self.function} {verdict}: {self.rounds} rounds x {self.calls_per_round} calls,"
+                 f" {self.calls} calls in {self.elapsed_ms:.1f} ms"]
+        for kind in self.kinds:
+            lines.append(f"  {kind}: {KIND_HELP.get(kind, kind)}")
+        shown = [s for s in self.signals if s.state != CLEAN or not s.name.startswith(("gc:", "refcount:"))]
+        if shown:
+            lines.append("  per call (per-round deltas):")
+            for s in shown:
+                mark = {LEAK: "  <- leak", UNDECIDED: "  <- undecided"}.get(s.state, "")
+                lines.append(f"    {s.name:<34} {_fmt(s.per_call):>8} {s.unit:<6} {_fmt_deltas(s.deltas)}{mark}")
+        if self.grown_types:
+            lines.append("  new gc-tracked objects kept per call:")
+            lines += [f"    {name:<40} {_fmt(per_call)}" for name, per_call in self.grown_types]
+        if self.grown_objects:
+            lines.append("  objects whose refcount grew (per call):")
+            lines += [f"    {g.type_name} at 0x{g.addr:x}: {g.repr}  {_fmt(g.growth_per_call)}"
+                      for g in self.grown_objects]
+        if self.sites:
+            lines.append("  top allocation sites (tracemalloc, per call):")
+            lines += [f"    {s.location}: {_fmt(s.nbytes_per_call)} B in {_fmt(s.blocks_per_call)} blocks"
+                      for s in self.sites]
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:+.3g}" if x != int(x) else f"{int(x):+d}"
+
+
+def _fmt_deltas(deltas) -> str:
+    return "[" + ", ".join(str(int(d)) if d == int(d) else f"{d:g}" for d in deltas) + "]"

@@ -161,14 +161,20 @@ def build_module(cdef: str, source: str, *, language: str, flags: tuple[str, ...
     return module, hit
 
 
-def _compile(cdef, source, *, language, flags, libraries, threads, name, modname, compiler,
-             root: pathlib.Path, final: pathlib.Path) -> None:
+def parse_cdef(cdef: str, name: str, error: type[Exception]) -> cffi.FFI:
+    """An FFI with ``cdef`` declared; ``error`` (saying what must hold) if it does not parse."""
     ffi = cffi.FFI()
     try:
         ffi.cdef(cdef)
     except cffi.CDefError as exc:
-        raise BuildError(f"the cdef of {name!r} does not parse: {exc}; the cdef must be plain C "
-                         f"declarations of the functions and types to call") from exc
+        raise error(f"the cdef of {name!r} does not parse: {exc}; the cdef must be plain C "
+                    "declarations of the functions and types to call") from exc
+    return ffi
+
+
+def _compile(cdef, source, *, language, flags, libraries, threads, name, modname, compiler,
+             root: pathlib.Path, final: pathlib.Path) -> None:
+    ffi = parse_cdef(cdef, name, BuildError)
     user_file = name + _SUFFIX[language]
     checks_cdef, checks_source = align_checks(ffi)
     if checks_cdef:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 
 import cffi
 
-from pyguts._native_build import CHECK_PREFIX, DEFAULT_FLAGS, MISALIGNED_HOOK, build_module, cache_dir
+from pyguts._native_build import CHECK_PREFIX, DEFAULT_FLAGS, MISALIGNED_HOOK, build_module, cache_dir, parse_cdef
 from pyguts._native_call import make_wrapper, misaligned_error, param_info, signature
 from pyguts._native_ptr import Callback, Pointer, address_of, callback, park, pointer, raise_pending
 from pyguts.errors import BuildError, NativeError
@@ -152,12 +152,7 @@ def load(name_or_path: str, cdef: str, *, lengths: dict[str, str] | None = None,
     >>> m.cos(0.0)
     1.0
     """
-    ffi = cffi.FFI()
-    try:
-        ffi.cdef(cdef)
-    except cffi.CDefError as exc:
-        raise ValueError(f"the cdef for {name_or_path!r} does not parse: {exc}; write plain C "
-                         f"declarations") from exc
+    ffi = parse_cdef(cdef, name_or_path, ValueError)
     base = os.path.basename(name_or_path).removeprefix("lib").split(".")[0]
     for dep in (KNOWN_DEPENDENCIES.get(base, ()) if dependencies is None else dependencies):
         try:

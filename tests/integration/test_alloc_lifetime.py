@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,6 @@ import pytest
 
 import pyguts.alloc as alloc
 from pyguts.alloc import _registry
-from pyguts.errors import AllocatorUnavailable
 
 ALLOCATORS = list(_registry.SPECS)
 CYCLES = 100_000
@@ -24,15 +22,6 @@ JEMALLOC_SLACK_NBYTES = 64 << 10
 #: Allocator caches settle during the first half; a leak of even 100 bytes per cycle would add
 #: 5 MB over the second half (the mean request is ~75 KiB), so the second half must not grow more.
 RSS_SLACK_NBYTES = 4 << 20
-
-
-def _loaded(name: str) -> None:
-    try:
-        alloc.load(name)
-    except AllocatorUnavailable as exc:
-        if alloc.STATIC_TLS_TUNABLE in os.environ.get("GLIBC_TUNABLES", ""):
-            raise
-        pytest.skip(f"needs_{name}: {exc}")
 
 
 def _cycles(name: str, count: int, seed: int) -> None:
@@ -52,8 +41,8 @@ def _cycles(name: str, count: int, seed: int) -> None:
 
 
 @pytest.mark.parametrize("name", ALLOCATORS)
-def test_many_cycles_return_every_byte(name):
-    _loaded(name)
+def test_many_cycles_return_every_byte(name, require_allocator):
+    require_allocator(name)
     _cycles(name, 2_000, seed=1)      # warm-up: size classes, thread caches, arenas
     before = alloc.stats(name)
     _cycles(name, CYCLES // 2, seed=2)
@@ -113,8 +102,8 @@ gc.freeze() if hasattr(gc, "freeze") else None
 
 @pytest.mark.every_python
 @pytest.mark.parametrize("name", ["jemalloc", "mimalloc", "mmap"])
-def test_handler_and_blocks_outlive_arrays_through_interpreter_exit(name):
-    _loaded(name)
+def test_handler_and_blocks_outlive_arrays_through_interpreter_exit(name, require_allocator):
+    require_allocator(name)
     proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", textwrap.dedent(_AT_EXIT), name],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

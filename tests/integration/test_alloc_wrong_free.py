@@ -18,7 +18,6 @@ import pytest
 
 import pyguts.alloc as alloc
 from pyguts.alloc import _shim
-from pyguts.errors import AllocatorUnavailable
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs_fork: os.fork is missing")
 
@@ -52,20 +51,11 @@ def _in_child(fn) -> tuple[int | None, int | None, str]:
     return os.WEXITSTATUS(status), None, text
 
 
-def _need(name: str) -> None:
-    try:
-        alloc.load(name)
-    except AllocatorUnavailable as exc:
-        if alloc.STATIC_TLS_TUNABLE in os.environ.get("GLIBC_TUNABLES", ""):
-            raise
-        pytest.skip(f"needs_{name}: {exc}")
-
-
 @pytest.mark.crash_prone
 @pytest.mark.parametrize("name", FOREIGN)
-def test_control_raw_free_with_libc_kills_the_process(name):
+def test_control_raw_free_with_libc_kills_the_process(name, require_allocator):
     """What the API prevents: glibc's free() on another allocator's pointer aborts the process."""
-    _need(name)
+    require_allocator(name)
 
     def wrong_free():
         faulthandler.disable()  # the abort is expected: no traceback dump into pytest's output
@@ -83,8 +73,8 @@ def test_control_raw_free_with_libc_kills_the_process(name):
 
 @pytest.mark.every_python
 @pytest.mark.parametrize("name", FOREIGN)
-def test_api_always_frees_through_the_allocator_that_allocated(name):
-    _need(name)
+def test_api_always_frees_through_the_allocator_that_allocated(name, require_allocator):
+    require_allocator(name)
     other = "libc"
 
     def attempt():

@@ -19,7 +19,7 @@ import operator
 import numpy as np
 
 from pyguts import _compat, layouts
-from pyguts.structs import MODELS, model_for, str_state
+from pyguts.structs import MODELS, str_state
 
 #: Highest address + 1 a view may reach on this machine.
 _ADDRESS_LIMIT = 1 << (8 * _compat.POINTER_SIZE)

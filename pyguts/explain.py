@@ -109,7 +109,7 @@ def _meaning(obj: object, name: str, value, caller_refs: int) -> str:
         return repr(type(obj))
     if name == "ob_size":
         if isinstance(obj, int):
-            return f"sign × number of 30-bit digits ({ndigits(obj)})"
+            return f"sign × number of {_compat.DIGIT_BITS}-bit digits ({ndigits(obj)})"
         return f"len = {len(obj)}" if isinstance(obj, _LEN_OWNERS) else "number of items"
     if name in _HASH_FIELDS and isinstance(value, int):
         return "not computed yet (-1)" if value == -1 else f"cached hash: {value}"

@@ -12,7 +12,7 @@ from typing import Sequence
 from pyguts.alloc._registry import STATIC_TLS_TUNABLE
 
 #: Subcommand modules under pyguts.cli; each defines register(subparsers) and run(args) -> int.
-COMMANDS = ("inspect", "tour", "leaks")
+COMMANDS = ("inspect", "tour", "leaks", "doctor")
 
 _REEXEC_MARK = "PYGUTS_STATIC_TLS_REEXEC"
 

@@ -47,8 +47,16 @@ def _jemalloc() -> int:
     return 0
 
 
+def _cuda() -> int:
+    """The same magnitude.cu on the GPU when there is one, else its CPU build and its PTX."""
+    from pyguts.device import tour_summary
+
+    print(tour_summary())
+    return 0
+
+
 #: The tour's steps, in order.
-STEPS = {"objects": _objects, "jemalloc": _jemalloc}
+STEPS = {"objects": _objects, "cuda": _cuda, "jemalloc": _jemalloc}
 
 
 def register(sub) -> argparse.ArgumentParser:

@@ -28,7 +28,9 @@ from pyguts.structs import MODELS, str_state
 _Bytes, _Tuple, _ASCII, _Compact = (MODELS[n] for n in ("PyBytesObject", "PyTupleObject", "PyASCIIObject",
                                                          "PyCompactUnicodeObject"))
 _Type = MODELS["PyTypeObject"]
-_api = ctypes.pythonapi
+# A private PyDLL: setting argtypes on ctypes.pythonapi's shared function objects would change them
+# for every other user of ctypes.pythonapi in the process.
+_api = ctypes.PyDLL(ctypes.pythonapi._name, handle=ctypes.pythonapi._handle)
 _api.Py_IncRef.argtypes = _api.Py_DecRef.argtypes = [ctypes.py_object]
 _api.PyObject_Free.argtypes = [ctypes.c_void_p]
 _api.PyObject_GC_Track.argtypes = [ctypes.c_void_p]

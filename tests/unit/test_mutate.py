@@ -252,3 +252,8 @@ def test_swap_type_bad_input():
         swap_type(A(), "B")
     a = A()
     assert swap_type(a, A) is A
+
+
+def test_importing_pyguts_leaves_ctypes_pythonapi_alone():
+    for name in ("Py_IncRef", "Py_DecRef", "PyObject_Free", "PyObject_GC_Track"):
+        assert getattr(ctypes.pythonapi, name).argtypes is None

@@ -92,7 +92,7 @@ def test_bytearray_and_wrong_data_types():
 
 def test_str_hash_and_utf8_cache_are_invalidated():
     s = "".join(["hé", "llo"])
-    as_utf8 = ctypes.pythonapi.PyUnicode_AsUTF8
+    as_utf8 = ctypes.PyDLL(ctypes.pythonapi._name, handle=ctypes.pythonapi._handle).PyUnicode_AsUTF8
     as_utf8.restype, as_utf8.argtypes = ctypes.c_char_p, [ctypes.py_object]
     assert as_utf8(s) == "héllo".encode()  # builds the cached UTF-8 copy
     hash(s)

@@ -77,10 +77,8 @@ _UNICODE_H = "Include/cpython/unicodeobject.h"
 
 ROWS: tuple[Row, ...] = (
     # --- the object header -------------------------------------------------------------
-    Row("PyObject", (3, 10), (3, 12), "default", "Include/object.h",
-        _m("ob_refcnt:Py_ssize_t ob_type:ptr")),
-    # 3.12-3.13: union { Py_ssize_t ob_refcnt; uint32_t ob_refcnt_split[2]; } (anonymous).
-    Row("PyObject", (3, 12), (3, 14), "default", "Include/object.h",
+    # 3.12-3.13 wrap ob_refcnt in an anonymous union with uint32_t ob_refcnt_split[2]: same offsets.
+    Row("PyObject", (3, 10), (3, 14), "default", "Include/object.h",
         _m("ob_refcnt:Py_ssize_t ob_type:ptr")),
     # 3.14: union { int64 ob_refcnt_full; struct { uint32 ob_refcnt; uint16 ob_overflow;
     # uint16 ob_flags; }; } (little-endian order; anonymous).
@@ -173,17 +171,16 @@ class BitsRow:
     applies = Row.applies
 
 
+_STATE_312 = (Bits("interned", 0, 2), Bits("kind", 2, 3), Bits("compact", 5, 1),
+              Bits("ascii", 6, 1), Bits("statically_allocated", 7, 1))
+
 #: PyASCIIObject.state bit fields (GCC, little-endian: first declared = lowest bits).
 STATE_BITS: tuple[BitsRow, ...] = (
     BitsRow((3, 10), (3, 12), "any", _UNICODE_H,
             (Bits("interned", 0, 2), Bits("kind", 2, 3), Bits("compact", 5, 1),
              Bits("ascii", 6, 1), Bits("ready", 7, 1))),
-    BitsRow((3, 12), None, "default", _UNICODE_H,
-            (Bits("interned", 0, 2), Bits("kind", 2, 3), Bits("compact", 5, 1),
-             Bits("ascii", 6, 1), Bits("statically_allocated", 7, 1))),
-    BitsRow((3, 12), (3, 14), "freethreaded", _UNICODE_H,
-            (Bits("interned", 0, 2), Bits("kind", 2, 3), Bits("compact", 5, 1),
-             Bits("ascii", 6, 1), Bits("statically_allocated", 7, 1))),
+    BitsRow((3, 12), None, "default", _UNICODE_H, _STATE_312),
+    BitsRow((3, 12), (3, 14), "freethreaded", _UNICODE_H, _STATE_312),
     # 3.14t: `unsigned char interned` (atomic access), the bit fields start in the next byte.
     BitsRow((3, 14), None, "freethreaded", _UNICODE_H,
             (Bits("interned", 0, 8), Bits("kind", 8, 3), Bits("compact", 11, 1),

@@ -45,16 +45,16 @@ FORKED_VENV := $(VENVS)/forked
 # pytest-forked 1.7.5 works on pytest 8.0.2-9.1.1 and breaks on 9.2.0 (see SAFETY.md): pin both.
 FORKED_PINS := pytest==9.1.1 pytest-forked==1.7.5
 
-test-forked: $(BIN)/.installed
-	@if [ ! -f $(FORKED_VENV)/.installed ] || [ pyproject.toml -nt $(FORKED_VENV)/.installed ]; then \
-	  echo "== set-up for the pytest-forked run ($(FORKED_PINS))"; \
-	  $(PYTHON) -m venv $(FORKED_VENV) && $(FORKED_VENV)/bin/$(PIP) install -e '.[test]' $(FORKED_PINS) \
-	    && touch $(FORKED_VENV)/.installed; \
-	fi
+test-forked: $(FORKED_VENV)/.installed
 	@echo "== crash-prone tests (-m crash_prone) under pytest-forked ($(FORKED_PINS))"
 	$(FORKED_VENV)/bin/python -m pytest -q --forked -m crash_prone tests
 
 setup: $(BIN)/.installed
+
+$(FORKED_VENV)/.installed: pyproject.toml $(STAMPS)/system
+	test -x $(FORKED_VENV)/bin/python || $(PYTHON) -m venv $(FORKED_VENV)
+	$(FORKED_VENV)/bin/$(PIP) install -e '.[test]' $(FORKED_PINS)
+	touch $@
 
 $(BIN)/.installed: pyproject.toml $(STAMPS)/system
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -1,4 +1,4 @@
-"""`pyguts inspect` and `pyguts tour`, in-process and through `python -m pyguts`."""
+"""`pyguts inspect`, in-process and through `python -m pyguts` (the tour: test_tour.py)."""
 
 from __future__ import annotations
 
@@ -49,12 +49,6 @@ def test_inspect_bad_expression_exits_2(capsys):
     assert "cannot evaluate" in capsys.readouterr().out
 
 
-def test_tour_exits_0(capsys):
-    assert main(["tour"]) == 0
-    out = capsys.readouterr().out
-    assert "ob_sval" in out and "ob_digit" in out and "ob_fval" in out
-
-
 def test_no_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main([])
@@ -71,9 +65,3 @@ def test_console_script_arranges_static_tls_for_jemalloc():
     if "cannot open shared object" in done.stdout or "apt-get install" in done.stdout:
         pytest.skip("needs_jemalloc: libjemalloc2 is not installed")
     assert "jemalloc stats.allocated" in done.stdout and "'pyguts-jemalloc'" in done.stdout, done.stdout
-
-
-def test_tour_runs_one_step(capsys):
-    assert main(["tour", "--step", "objects"]) == 0
-    out = capsys.readouterr().out
-    assert "=== objects ===" in out and "=== jemalloc ===" not in out

@@ -38,6 +38,8 @@ __all__ = ["ARCHES", "DEFAULT_BLOCK", "CpuFamily", "DeviceModule", "DevicePointe
            "Kernel", "available", "cpu_reference", "from_pointer", "kernels", "launch", "load",
            "numba_magnitude", "numba_magnitude_kernel", "plan", "pointer", "ptx", "tour_summary"]
 
+#: NVRTC options for every gpu_kernels/ source (CuPy RawModule adds the device's -arch itself).
+NVRTC_OPTIONS = ("--std=c++11",)
 #: Blocks per streaming multiprocessor that :func:`launch` aims for with grid-stride kernels.
 BLOCKS_PER_SM = 32
 #: numba launch shape under the simulator: each simulated thread costs ~100 µs, so keep it tiny.
@@ -80,7 +82,7 @@ def load(name: str) -> DeviceModule:
     if key in _modules:
         return _modules[key]
     try:
-        raw = cupy.RawModule(code=text, options=("--std=c++11",))
+        raw = cupy.RawModule(code=text, options=NVRTC_OPTIONS)
         bound = {k: dataclasses.replace(spec, raw=raw.get_function(k)) for k, spec in specs.items()}
     except cupy.cuda.compiler.CompileException as exc:
         raise BuildError(f"NVRTC could not compile gpu_kernels/{name}.cu: {exc}; fix the kernel "

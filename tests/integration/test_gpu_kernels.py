@@ -190,3 +190,76 @@ def test_launch_waits_for_the_producer_stream():
     out = cupy.empty_like(x)
     device.launch(device.load("magnitude").magnitude_f64, OnStream(x), OnStream(y), out)
     assert float(out.min()) == float(out.max()) == 5.0
+
+
+# --- NVRTC: the compiler CuPy's RawModule uses on a GPU machine, run here without one -------------
+
+NVRTC_CDEF = """
+typedef struct _nvrtcProgram *nvrtcProgram;
+int nvrtcCreateProgram(nvrtcProgram *prog, const char *src, const char *name, int numHeaders,
+                       const char * const *headers, const char * const *includeNames);
+int nvrtcCompileProgram(nvrtcProgram prog, int numOptions, const char * const *options);
+int nvrtcGetPTXSize(nvrtcProgram prog, size_t *ptxSizeRet);
+int nvrtcGetPTX(nvrtcProgram prog, char *ptx);
+int nvrtcGetProgramLogSize(nvrtcProgram prog, size_t *logSizeRet);
+int nvrtcGetProgramLog(nvrtcProgram prog, char *log);
+int nvrtcDestroyProgram(nvrtcProgram *prog);
+"""
+
+
+def _libnvrtc():
+    """libnvrtc from the nvidia-cuda-nvrtc-cu12 wheel (`make test` installs it: pip install -e .[test,nvrtc])."""
+    import ctypes.util
+    import importlib.util
+    import pathlib
+
+    spec = importlib.util.find_spec("nvidia.cuda_nvrtc")
+    found = [p for d in (spec.submodule_search_locations if spec else ()) for p in pathlib.Path(d).glob("lib/libnvrtc.so*")]
+    path = str(found[0]) if found else ctypes.util.find_library("nvrtc")
+    if path is None:
+        pytest.skip("needs_nvrtc: libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12, or pyguts[nvrtc])")
+    import cffi
+
+    ffi = cffi.FFI()
+    ffi.cdef(NVRTC_CDEF)
+    return ffi, ffi.dlopen(path)
+
+
+def _nvrtc_compile(source: str, name: str, options) -> tuple[int, str, str]:
+    """(status, PTX, log) of NVRTC compiling ``source`` with ``options``."""
+    ffi, lib = _libnvrtc()
+    prog = ffi.new("nvrtcProgram *")
+    assert lib.nvrtcCreateProgram(prog, source.encode(), name.encode(), 0, ffi.NULL, ffi.NULL) == 0
+    try:
+        keep = [ffi.new("char[]", o.encode()) for o in options]
+        status = lib.nvrtcCompileProgram(prog[0], len(keep), ffi.new("const char *[]", keep))
+        size = ffi.new("size_t *")
+        lib.nvrtcGetProgramLogSize(prog[0], size)
+        log = ffi.new("char[]", size[0])
+        lib.nvrtcGetProgramLog(prog[0], log)
+        ptx = ""
+        if status == 0:
+            lib.nvrtcGetPTXSize(prog[0], size)
+            buf = ffi.new("char[]", size[0])
+            lib.nvrtcGetPTX(prog[0], buf)
+            ptx = ffi.string(buf).decode()
+        return status, ptx, ffi.string(log).decode(errors="replace")
+    finally:
+        lib.nvrtcDestroyProgram(prog)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_kernel_compiles_under_nvrtc_as_cupy_rawmodule_does(family):
+    """device.load() hands the source to NVRTC with these options: no system headers there."""
+    status, ptx, log = _nvrtc_compile(gpu_kernels.source(family), f"{family}.cu",
+                                      (*device.NVRTC_OPTIONS, "-arch=compute_80"))
+    assert status == 0, log
+    for name in device.kernels(family):
+        assert f".visible .entry {name}(" in ptx
+
+
+def test_nvrtc_really_refuses_what_a_host_compiler_takes():
+    """The check above can fail: NVRTC has no <stddef.h>, which every host compiler finds."""
+    status, _, log = _nvrtc_compile('#include <stddef.h>\nextern "C" __global__ void k(size_t n) {}\n',
+                                    "bad.cu", (*device.NVRTC_OPTIONS, "-arch=compute_80"))
+    assert status != 0 and "stddef.h" in log

@@ -7,8 +7,8 @@ VENVS := .venvs
 STAMPS := .make
 BIN := $(VENV)/bin
 
-# Debian packages later layers load at run time (allocators, GSL) and the compilers they use.
-APT_PACKAGES := gcc g++ make libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 libgsl-dev
+# Debian packages later layers load at run time (allocators, GSL, cairo for diagram PNGs) and the compilers they use.
+APT_PACKAGES := gcc g++ make libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 libgsl-dev libcairo2
 
 # Debian's libjemalloc2 needs static TLS room to be dlopen()ed after start-up (see SAFETY.md).
 export GLIBC_TUNABLES := glibc.rtld.optional_static_tls=4096
@@ -58,7 +58,7 @@ $(FORKED_VENV)/.installed: pyproject.toml $(STAMPS)/system
 
 $(BIN)/.installed: pyproject.toml $(STAMPS)/system
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/$(PIP) install -e '.[test]'
+	$(BIN)/$(PIP) install -e '.[test,nvrtc]'
 	touch $@
 
 # System packages: installed with apt-get when root, otherwise named so the user can install them.
@@ -76,7 +76,7 @@ $(STAMPS)/system:
 	touch $@
 
 bench: $(BIN)/.installed
-	$(BIN)/$(PIP) install -e '.[test,bench]'
+	$(BIN)/$(PIP) install -e '.[test,nvrtc,bench]'
 	$(BIN)/python benchmarks/run.py
 
 clean:

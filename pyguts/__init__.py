@@ -16,6 +16,7 @@ from pyguts.errors import (
     PygutsError,
     UnsafeOperationError,
 )
+from pyguts.diagrams import Diagram, diagram
 from pyguts.explain import Explanation, FieldInfo, explain
 from pyguts.isolate import Outcome, isolate, isolated
 from pyguts.leaks import LeakReport
@@ -31,6 +32,7 @@ __all__ = [
     "BuildError",
     "ChildCrashed",
     "DeviceUnavailable",
+    "Diagram",
     "Explanation",
     "FieldInfo",
     "IsolationUnavailable",
@@ -40,6 +42,7 @@ __all__ = [
     "Outcome",
     "PygutsError",
     "UnsafeOperationError",
+    "diagram",
     "explain",
     "is_immortal",
     "isolate",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 
 
 def register(sub) -> argparse.ArgumentParser:
@@ -13,6 +14,8 @@ def register(sub) -> argparse.ArgumentParser:
                                         "every field with offset, size, raw bytes, value and meaning.")
     parser.add_argument("expr", help="a Python expression, e.g. \"b'Hello, world!'\"")
     parser.add_argument("--json", action="store_true", help="print the fields as JSON")
+    parser.add_argument("--svg", metavar="FILE", help="also write a memory diagram (boxes and pointer arrows) "
+                                                      "as SVG to FILE")
     return parser
 
 
@@ -33,4 +36,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(record, indent=2))
     else:
         print(report)
+    if args.svg:
+        from pyguts.diagrams import diagram
+
+        picture = diagram(obj)
+        try:
+            picture.save(args.svg)
+        except OSError as exc:
+            print(f"pyguts inspect: cannot write the diagram to {args.svg!r}: {exc}; pass a writable path")
+            return 2
+        # With --json, stdout stays pure JSON.
+        print(f"wrote a memory diagram ({len(picture.boxes)} boxes, {len(picture.arrows)} arrows) to {args.svg}",
+              file=sys.stderr if args.json else sys.stdout)
     return 0

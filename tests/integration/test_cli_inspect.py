@@ -65,3 +65,27 @@ def test_console_script_arranges_static_tls_for_jemalloc():
     if "cannot open shared object" in done.stdout or "apt-get install" in done.stdout:
         pytest.skip("needs_jemalloc: libjemalloc2 is not installed")
     assert "jemalloc stats.allocated" in done.stdout and "'pyguts-jemalloc'" in done.stdout, done.stdout
+
+
+def test_inspect_svg_writes_a_diagram_and_still_prints_the_table(capsys, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    path = tmp_path / "hello.svg"
+    assert main(["inspect", "(b'Hello, world!', 1000)", "--svg", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "ob_item" in _fields(out) and f"to {path}" in out.splitlines()[-1]
+    texts = [t.text for t in ET.parse(path).getroot().iter("{http://www.w3.org/2000/svg}text")]
+    assert "ob_sval" in texts and "ob_item[1]" in texts
+    assert any(t.startswith("type bytes at 0x") for t in texts) and any(t.startswith("int at 0x") for t in texts)
+
+
+def test_inspect_svg_with_json_keeps_stdout_json(capsys, tmp_path):
+    assert main(["inspect", "--json", "b'ab'", "--svg", str(tmp_path / "d.svg")]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["model"] == "PyBytesObject" and "wrote a memory diagram" in captured.err
+    assert (tmp_path / "d.svg").read_text(encoding="utf-8").startswith("<svg")
+
+
+def test_inspect_svg_to_an_unwritable_path_exits_2(capsys, tmp_path):
+    assert main(["inspect", "1", "--svg", str(tmp_path / "missing" / "d.svg")]) == 2
+    assert "cannot write the diagram" in capsys.readouterr().out

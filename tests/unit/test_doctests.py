@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["pyguts", "pyguts.layouts", "pyguts.structs", "pyguts.memory", "pyguts.refs", "pyguts.explain", "pyguts.mutate", "pyguts.isolate",
+MODULES = ["pyguts", "pyguts.layouts", "pyguts.structs", "pyguts.memory", "pyguts.refs", "pyguts.explain", "pyguts.diagrams", "pyguts.mutate", "pyguts.isolate",
            "pyguts.native", "pyguts.alloc", "pyguts.alloc._arrays", "pyguts.alloc._handler", "pyguts.alloc._stats", "pyguts.leaks",
            "pyguts.device", "pyguts._device_cai", "pyguts.tour", "gpu_kernels"]
 

@@ -6,6 +6,7 @@ Absolute times on shared machines are noise; the ratio of two medians measured i
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -42,9 +43,27 @@ class Row:
 
 
 @dataclass
+class Fact:
+    """A measured yes/no or value (not a time): what a peer did when asked, on one interpreter."""
+
+    peer: str
+    python: str
+    checked: str
+    result: str
+
+
+@dataclass
 class Harness:
     repeat: int = 31
     rows: list[Row] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)
+
+    def fact(self, peer: str, checked: str, result: str) -> Fact:
+        """Record and print one measured fact, tagged with the running interpreter's version."""
+        fact = Fact(peer, platform.python_version(), checked, result)
+        self.facts.append(fact)
+        print(f"fact {fact.peer:<16} py{fact.python:<8} {fact.checked:<46} {fact.result}", flush=True)
+        return fact
 
     def compare(self, group: str, baseline: tuple[str, Callable[[], object]],
                 candidates: dict[str, Callable[[], object]], *, repeat: int | None = None) -> list[Row]:

@@ -4,7 +4,7 @@ The watched set: the arguments, what is reachable from them within a cap, what a
 reaches by itself (bound self, closure cells, the globals its code names), minus objects shared
 interpreter-wide (None, small ints, one-character strings, immortal objects on 3.12+).
 
->>> kept = [1000, "two"]
+>>> kept = [1000, "".join(["t", "wo"])]   # a runtime string: literals are interned (immortal on 3.12+)
 >>> sorted(type(x).__name__ for x in reachable([kept], cap=10, depth=1))
 ['int', 'list', 'str']
 >>> watchable(None), watchable(5), watchable(10**6)

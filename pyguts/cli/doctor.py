@@ -1,43 +1,57 @@
-"""``pyguts doctor``: which GPU tooling this machine has (nvcc, driver, device, CuPy, numba) and how to get the rest."""
+"""``pyguts doctor``: every component pyguts uses, whether it works here, and what to do when not.
+
+Sections: core, compilers, allocators, libraries, gpu, isolation (the checks live in
+:mod:`pyguts._doctor`; this module only prints). Exit status: 1 when the core is broken (layout
+rows or live layout checks disagree with the interpreter, numpy's NEP 49 handler API unusable),
+else 0, even with extras missing; ``--strict`` also exits 1 when anything is missing or broken.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import shutil
+
+from pyguts import _doctor
+
+_LABEL = {"ok": "ok", "missing": "MISSING", "broken": "BROKEN", "info": "info"}
 
 
 def register(sub) -> argparse.ArgumentParser:
-    parser = sub.add_parser("doctor", help="report nvcc, the NVIDIA driver and devices, CuPy and numba's CUDA target",
-                            description="Check the GPU tooling pyguts.device uses and say what to do about "
-                                        "anything missing. Everything but the GPU runs is tested without one.")
-    parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+    parser = sub.add_parser(
+        "doctor", help="check the interpreter and layout, compilers, allocators, GSL, GPU tooling and fork",
+        description="Check every component pyguts uses (core, compilers, allocators and the jemalloc "
+                    "TLS fix, GSL/Cython/cppyy, numba/CuPy/driver/device, fork isolation) and say "
+                    "what to do about anything missing. Exit status 1 only when the core is broken "
+                    "(layout mismatch, numpy handler API missing), unless --strict.")
+    parser.add_argument("--json", action="store_true",
+                        help="print the checks as a JSON list of {section, name, status, found, fix, ...}")
     parser.add_argument("--strict", action="store_true",
-                        help="exit 1 if anything is missing (default: report only, exit 0)")
+                        help="also exit 1 if anything is missing or broken (default: only a broken core)")
+    parser.add_argument("--section", action="append", choices=_doctor.SECTIONS,
+                        help="check only this section (repeatable; default: all)")
     return parser
 
 
-def checks() -> list:
-    """The doctor's records, in the order printed (plain :class:`pyguts._device_probe.Tool` values)."""
-    from pyguts import _device_probe as probe
-
-    return [probe.nvcc(), *probe.driver_tools(), probe.cupy_tool(), probe.numba_tool()]
+def render(found: list[_doctor.Check]) -> str:
+    """The human table: a header per section, one row per check, "-> fix" under what is not ok."""
+    width = max(len(c.name) for c in found)
+    lines, section = [], None
+    for c in found:
+        if c.section != section:
+            section = c.section
+            lines.append(f"== {section} ==")
+        lines.append(f"{c.name:<{width}}  {_LABEL.get(c.status, c.status):<7}  {c.found}")
+        if c.fix and c.status != "ok":
+            lines.append(f"{'':<{width}}  {'':7}  -> {c.fix}")
+    lines.append(_doctor.summary_line(found))
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    tools = checks()
+    found = _doctor.checks(tuple(args.section) if args.section else _doctor.SECTIONS)
     if args.json:
-        print(json.dumps([dataclasses.asdict(t) for t in tools], indent=2))
+        print(json.dumps([dataclasses.asdict(c) for c in found], indent=2, default=str))
     else:
-        width = max(len(t.name) for t in tools)
-        for t in tools:
-            print(f"{t.name:<{width}}  {'ok     ' if t.ok else 'MISSING'}  {t.detail}")
-            if not t.ok and t.fix:
-                print(f"{'':<{width}}  {'':7}  -> {t.fix}")
-        gxx = "found" if shutil.which("g++") else "MISSING (apt-get install g++)"
-        nvcc = "found" if tools[0].ok else "MISSING"
-        gpu = all(t.ok for t in tools[1:4])
-        print(f"GPU runs (CuPy): {'possible' if gpu else 'not possible here'}. Without a GPU: CPU "
-              f"reference runs of gpu_kernels/ need g++ ({gxx}), PTX builds need nvcc ({nvcc}).")
-    return 1 if args.strict and any(not t.ok for t in tools) else 0
+        print(render(found))
+    return _doctor.exit_status(found, strict=args.strict)

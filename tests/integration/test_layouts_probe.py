@@ -147,3 +147,8 @@ def test_running_interpreter_models_match_offsetof(tmp_path):
     assert probe[("digit", "-")][1] == sys.int_info.sizeof_digit
     rule = layouts.refcount_rule_for(_compat.VERSION, structs.BUILD)
     assert compare(structs.MODELS, bits, rule, probe) == []
+
+
+def test_compiler_verified_names_only_what_this_probe_checks():
+    """layouts.COMPILER_VERIFIED (shown by `pyguts doctor`) claims no version the probe above cannot check."""
+    assert layouts.COMPILER_VERIFIED <= set(CASES)

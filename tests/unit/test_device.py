@@ -1,9 +1,7 @@
-"""pyguts.device without a GPU: __cuda_array_interface__ v3 checks, launch checks, DeviceUnavailable, doctor, tour."""
+"""pyguts.device without a GPU: __cuda_array_interface__ v3 checks, launch checks, DeviceUnavailable, the tour's CUDA section (doctor: tests/integration/test_doctor.py)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 
 import numpy as np
 import pytest
@@ -11,7 +9,6 @@ import pytest
 import gpu_kernels
 from pyguts import device
 from pyguts._device_probe import gpu_reason
-from pyguts.cli import doctor
 from pyguts.errors import DeviceUnavailable, PygutsError
 
 NO_GPU = gpu_reason()
@@ -204,24 +201,6 @@ def test_from_pointer_checks_before_touching_a_device(args, exc, fragment):
     with pytest.raises(exc) as info:
         device.from_pointer(*args)
     assert fragment in str(info.value)
-
-
-def _doctor(*argv):
-    parser = argparse.ArgumentParser()
-    doctor.register(parser.add_subparsers())
-    return doctor.run(parser.parse_args(["doctor", *argv]))
-
-
-def test_doctor_reports_every_tool_with_a_fix(capsys):
-    assert _doctor() == 0
-    text = capsys.readouterr().out
-    for name in ("nvcc", "driver", "device", "CuPy", "numba CUDA target"):
-        assert f"\n{name} " in f"\n{text}"
-    records = doctor.checks()
-    assert all(t.ok or t.fix for t in records), [t for t in records if not t.ok and not t.fix]
-    assert _doctor("--json") == 0
-    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == [t.name for t in records]
-    assert _doctor("--strict") == (0 if all(t.ok for t in records) else 1)
 
 
 def test_tour_summary_shows_the_gpu_run_or_the_cpu_run_and_ptx():

@@ -7,22 +7,17 @@ allocates its own results there.
 
 Debian's libjemalloc2 can only be loaded if the process started with
 GLIBC_TUNABLES=glibc.rtld.optional_static_tls=4096 (glibc reads it at start-up only), so this
-script restarts itself once with it set, as the ``pyguts`` command does; ``make test`` sets it.
+script restarts itself once with it set (``pyguts.alloc.ensure_static_tls()``), as the
+``pyguts`` command does; ``make test`` sets it.
 
 Run: python examples/07_jemalloc.py
 """
-
-import os
-import sys
 
 import numpy as np
 
 import pyguts.alloc as alloc
 
-if alloc.STATIC_TLS_TUNABLE not in os.environ.get("GLIBC_TUNABLES", "") and "__file__" in globals():
-    tunables = ":".join(filter(None, (os.environ.get("GLIBC_TUNABLES"), alloc.STATIC_TLS_TUNABLE)))
-    sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, *sys.argv], dict(os.environ, GLIBC_TUNABLES=tunables))
+alloc.ensure_static_tls()  # restarts this script once with GLIBC_TUNABLES set (never a Jupyter kernel)
 
 print(f"allocators that load here: {', '.join(alloc.available())}")
 before = alloc.stats("jemalloc")

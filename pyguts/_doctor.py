@@ -265,19 +265,17 @@ def _thp_mode(huge: bool) -> str:
 
 
 def _jemalloc_tls() -> tuple:
-    from pyguts.alloc._registry import STATIC_TLS_FIX, STATIC_TLS_TUNABLE
+    from pyguts.alloc import _registry as registry
 
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     preload = os.environ.get("LD_PRELOAD", "")
-    marked = bool(os.environ.get("PYGUTS_STATIC_TLS_REEXEC"))
-    in_effect = "glibc.rtld.optional_static_tls=" in tunables or "jemalloc" in preload
-    # The same rule as pyguts.cli._ensure_static_tls: the `pyguts` command re-execs when this holds.
-    would_reexec = sys.platform.startswith("linux") and not marked and not in_effect
+    marked = bool(os.environ.get(registry.REEXEC_MARK))
+    in_effect, would_reexec = registry.static_tls_in_effect(), registry.would_reexec()
     extra = {"GLIBC_TUNABLES": tunables, "LD_PRELOAD": preload, "reexec_marker": marked,
              "fix_in_effect": in_effect, "pyguts_would_reexec": would_reexec}
     if in_effect:
         how = (f"GLIBC_TUNABLES={tunables}" if "optional_static_tls" in tunables else f"LD_PRELOAD={preload}")
-        by = " (set by the `pyguts` command's re-exec)" if marked and STATIC_TLS_TUNABLE in tunables else ""
+        by = " (set by the `pyguts` command's re-exec)" if marked and registry.STATIC_TLS_TUNABLE in tunables else ""
         return "ok", f"in effect since start-up: {how}{by}", "", extra
     reexec = ("would re-exec itself with it" if would_reexec
               else "will not re-exec (PYGUTS_STATIC_TLS_REEXEC is set)")
@@ -285,7 +283,7 @@ def _jemalloc_tls() -> tuple:
              f"jemalloc; the `pyguts` command {reexec}")
     if not _ldconfig().get("libjemalloc.so.2"):
         return "info", found + "; libjemalloc.so.2 is not installed, so nothing needs it", "", extra
-    return "missing", found, STATIC_TLS_FIX, extra
+    return "missing", found, registry.STATIC_TLS_FIX, extra
 
 
 # --- libraries -------------------------------------------------------------------------------------

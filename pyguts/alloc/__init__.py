@@ -8,7 +8,8 @@
 
 jemalloc needs ``GLIBC_TUNABLES=glibc.rtld.optional_static_tls=4096`` at process start (Debian's
 build uses static TLS); without it :func:`load` raises :class:`~pyguts.errors.AllocatorUnavailable`
-saying so. ``make test``, ``make tour`` and the ``pyguts`` command set it.
+saying so. ``make test``, ``make tour`` and the ``pyguts`` command set it; a script can call
+:func:`ensure_static_tls` first thing to restart itself with it.
 
 >>> import numpy as np
 >>> a = zeros((2, 4), allocator="mimalloc")
@@ -20,7 +21,7 @@ saying so. ``make test``, ``make tour`` and the ``pyguts`` command set it.
 
 from pyguts.alloc._arrays import Block, empty, owner, zeros
 from pyguts.alloc._handler import current_handler_name, handler_name, use
-from pyguts.alloc._registry import STATIC_TLS_TUNABLE, Allocator, available, load
+from pyguts.alloc._registry import STATIC_TLS_TUNABLE, Allocator, available, ensure_static_tls, load
 from pyguts.alloc._stats import mallctl, stats
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "available",
     "current_handler_name",
     "empty",
+    "ensure_static_tls",
     "handler_name",
     "load",
     "mallctl",

@@ -13,6 +13,8 @@ True
 from __future__ import annotations
 
 import ctypes
+import os
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -25,6 +27,41 @@ STATIC_TLS_FIX = (f"start the process with GLIBC_TUNABLES={STATIC_TLS_TUNABLE} i
                   "(or LD_PRELOAD=libjemalloc.so.2); glibc reads it only at start-up, so it cannot be "
                   "set from inside a running interpreter — `make test`, `make tour` and the `pyguts` "
                   "command set it themselves")
+#: In the environment of a process pyguts re-executed for static TLS, so that it never loops.
+REEXEC_MARK = "PYGUTS_STATIC_TLS_REEXEC"
+
+
+def static_tls_in_effect() -> bool:
+    """Whether this process started with room for jemalloc's static TLS (GLIBC_TUNABLES or LD_PRELOAD)."""
+    return ("glibc.rtld.optional_static_tls=" in os.environ.get("GLIBC_TUNABLES", "")
+            or "jemalloc" in os.environ.get("LD_PRELOAD", ""))
+
+
+def would_reexec() -> bool:
+    """Whether :func:`ensure_static_tls` would restart this process (Linux, fix not in effect, not done yet)."""
+    return sys.platform.startswith("linux") and not os.environ.get(REEXEC_MARK) and not static_tls_in_effect()
+
+
+def ensure_static_tls() -> None:
+    """Restart this program once with GLIBC_TUNABLES set, so that jemalloc can be loaded later.
+
+    glibc reads GLIBC_TUNABLES only at start-up; nothing done inside Python can replace it. Call it
+    first thing in a script (the ``pyguts`` command does): the process is replaced by a fresh one
+    with the same arguments. It does nothing where the fix is in effect, after one restart, off
+    Linux, and inside a Jupyter kernel (which must not be replaced): there, start Jupyter with the
+    variable set.
+    """
+    if not would_reexec() or "ipykernel" in sys.modules:
+        return
+    tunables = ":".join(filter(None, (os.environ.get("GLIBC_TUNABLES", ""), STATIC_TLS_TUNABLE)))
+    env = dict(os.environ, **{REEXEC_MARK: "1", "GLIBC_TUNABLES": tunables})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    except OSError:  # cannot restart: carry on; loading jemalloc will then say how to fix it
+        return
+
 
 
 @dataclass(frozen=True)

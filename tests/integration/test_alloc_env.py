@@ -60,3 +60,20 @@ def test_ld_preload_fixes_it():
     out = _probe(LD_PRELOAD="libjemalloc.so.2")
     assert "error" not in out, out.get("error")
     assert out["jemalloc"][0] == 8000
+
+
+def test_ensure_static_tls_restarts_a_script_once_so_jemalloc_loads():
+    code = ("import os, pyguts.alloc as alloc\n"
+            "print('start', os.getpid(), flush=True)\n"
+            "alloc.ensure_static_tls()\n" + _PROBE)
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD", "PYGUTS_STATIC_TLS_REEXEC")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [ln.split()[0] for ln in lines[:2]] == ["start", "start"]  # once before the restart, once after
+    assert lines[0].split()[1] == lines[1].split()[1]  # execve: the same process, replaced
+    assert json.loads(lines[2])["jemalloc"][0] == 8000
+    marked = dict(env, PYGUTS_STATIC_TLS_REEXEC="1")  # already restarted once: never loops
+    proc = subprocess.run([sys.executable, "-c", code], env=marked, capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("start ") and "error" in json.loads(lines[1])

@@ -113,20 +113,22 @@ def test_a_wrong_layout_in_use_breaks_the_core_and_exits_1(monkeypatch, capsys):
     assert "core BROKEN" in text.splitlines()[-1]
 
 
+#: As tests/unit/test_structs.py does: a bare pyguts package (its __init__ imports structs), then the
+#: bytes row loses ob_shash before pyguts.structs is first imported (by whatever runs next).
+WRONG_BYTES_ROW = textwrap.dedent(f"""
+    import dataclasses, sys, types
+    pkg = types.ModuleType("pyguts")
+    pkg.__path__ = [{os.path.dirname(structs.__file__)!r}]
+    sys.modules["pyguts"] = pkg
+    import pyguts.layouts as L
+    L.ROWS = tuple(dataclasses.replace(r, fields=tuple(m for m in r.fields if m.name != "ob_shash"))
+                   if r.model == "PyBytesObject" else r for r in L.ROWS)
+""")
+
+
 @pytest.mark.every_python
 def test_a_wrong_layout_row_at_import_is_reported_not_raised():
-    # As tests/unit/test_structs.py does: a bare pyguts package (its __init__ imports structs), then
-    # the bytes row loses ob_shash before pyguts.structs is first imported, by the doctor.
-    prelude = textwrap.dedent(f"""
-        import dataclasses, sys, types
-        pkg = types.ModuleType("pyguts")
-        pkg.__path__ = [{os.path.dirname(structs.__file__)!r}]
-        sys.modules["pyguts"] = pkg
-        import pyguts.layouts as L
-        L.ROWS = tuple(dataclasses.replace(r, fields=tuple(m for m in r.fields if m.name != "ob_shash"))
-                       if r.model == "PyBytesObject" else r for r in L.ROWS)
-    """)
-    done = _doctor_subprocess(env=_clean_env(PYGUTS_STATIC_TLS_REEXEC="1"), prelude=prelude)
+    done = _doctor_subprocess(env=_clean_env(PYGUTS_STATIC_TLS_REEXEC="1"), prelude=WRONG_BYTES_ROW)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     rows = _rows(done.stdout)
@@ -182,14 +184,7 @@ def test_a_check_that_raises_is_a_broken_finding(monkeypatch):
 @pytest.mark.every_python
 def test_import_pyguts_survives_a_layout_mismatch_but_nothing_reads_memory():
     # The wrong row is in place before the real pyguts/__init__ runs (the bare package is dropped first).
-    prelude = textwrap.dedent(f"""
-        import dataclasses, sys, types
-        pkg = types.ModuleType("pyguts")
-        pkg.__path__ = [{os.path.dirname(structs.__file__)!r}]
-        sys.modules["pyguts"] = pkg
-        import pyguts.layouts as L
-        L.ROWS = tuple(dataclasses.replace(r, fields=tuple(m for m in r.fields if m.name != "ob_shash"))
-                       if r.model == "PyBytesObject" else r for r in L.ROWS)
+    prelude = WRONG_BYTES_ROW + textwrap.dedent("""
         del sys.modules["pyguts"]
         import pyguts
         from pyguts.errors import LayoutMismatchError

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import traceback
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -151,7 +151,8 @@ def cpp() -> None:
         print("cppyy (ROOT's interpreter, for the literal one-liner) is optional and not installed: "
               "pip install cppyy")
         return
-    cppyy.cppdef("double pyguts_twice(double x) { return 2 * x; }")
+    if not hasattr(cppyy.gbl, "pyguts_twice"):  # a second run in one process must not redefine it
+        cppyy.cppdef("double pyguts_twice(double x) { return 2 * x; }")
     print(f"cppyy one-liner: cppyy.cppdef(...); cppyy.gbl.pyguts_twice(21) = {cppyy.gbl.pyguts_twice(21)}")
 
 
@@ -170,7 +171,7 @@ _CYTHON_DIRECTIVES = {"boundscheck": False, "wraparound": False}
 
 
 @contextlib.contextmanager
-def _compiler_output_kept() -> object:
+def _compiler_output_kept() -> Iterator[None]:
     """Hold the C compiler's stderr chatter (fd 2) in a file; show it only if the build fails."""
     sys.stderr.flush()
     saved = os.dup(2)
@@ -207,8 +208,9 @@ def cython() -> None:
         _cythonized(x, y, out)
     first_ms = (time.perf_counter() - start) * 1e3
     ms = _best_ms(lambda: _cythonized(x, y, out))
-    print(f"Cython {Cython.__version__}, cython_inline: typed memoryviews calling C's sqrt: first call {first_ms:.0f} ms (compiles or loads its cache), "
-          f"then {ms:.2f} ms for n={N:,}; max |Cython - numpy| = {np.abs(out - expected).max():.3g}")
+    print(f"Cython {Cython.__version__}, cython_inline: typed memoryviews calling C's sqrt: first call "
+          f"{first_ms:.0f} ms (compiles or loads its cache), then {ms:.2f} ms for n={N:,}; "
+          f"max |Cython - numpy| = {np.abs(out - expected).max():.3g}")
 
 
 # --- GPU ------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ def test_every_step_has_a_finding_to_check():
 
 
 @pytest.mark.slow
+@pytest.mark.every_python  # the tour reads interpreter structs: every supported CPython must walk it
 def test_the_whole_tour_through_the_console_script():
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}  # the command arranges jemalloc itself
     done = subprocess.run([sys.executable, "-m", "pyguts", "tour"], capture_output=True, text=True,

@@ -21,9 +21,10 @@ import time
 import nbformat
 from nbclient import NotebookClient
 
+from pyguts.alloc._registry import static_tls_environ
+
 HERE = pathlib.Path(__file__).resolve().parent
 NOTEBOOK = HERE / "tour.ipynb"
-STATIC_TLS_TUNABLE = "glibc.rtld.optional_static_tls=4096"  # pyguts.alloc.STATIC_TLS_TUNABLE
 
 INTRO = """# The pyguts tour
 
@@ -77,10 +78,7 @@ def build() -> nbformat.NotebookNode:
 
 
 def kernel_env() -> dict[str, str]:
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if STATIC_TLS_TUNABLE not in tunables:
-        tunables = ":".join(filter(None, (tunables, STATIC_TLS_TUNABLE)))
-    return dict(os.environ, GLIBC_TUNABLES=tunables, PYTHONHASHSEED="0")
+    return dict(static_tls_environ(), PYTHONHASHSEED="0")
 
 
 def execute(nb: nbformat.NotebookNode, timeout: int = 600) -> nbformat.NotebookNode:

@@ -37,6 +37,21 @@ def static_tls_in_effect() -> bool:
             or "jemalloc" in os.environ.get("LD_PRELOAD", ""))
 
 
+def static_tls_environ(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``environ`` (default: this process's) whose GLIBC_TUNABLES makes room for jemalloc.
+
+    For starting children that load jemalloc; other tunables already set are kept.
+
+    >>> static_tls_environ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})["GLIBC_TUNABLES"]
+    'glibc.malloc.arena_max=2:glibc.rtld.optional_static_tls=4096'
+    """
+    env = dict(os.environ if environ is None else environ)
+    tunables = env.get("GLIBC_TUNABLES", "")
+    if "glibc.rtld.optional_static_tls=" not in tunables:
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, (tunables, STATIC_TLS_TUNABLE)))
+    return env
+
+
 def would_reexec() -> bool:
     """Whether :func:`ensure_static_tls` would restart this process (Linux, fix not in effect, not done yet)."""
     return sys.platform.startswith("linux") and not os.environ.get(REEXEC_MARK) and not static_tls_in_effect()
@@ -53,8 +68,7 @@ def ensure_static_tls() -> None:
     """
     if not would_reexec() or "ipykernel" in sys.modules:
         return
-    tunables = ":".join(filter(None, (os.environ.get("GLIBC_TUNABLES", ""), STATIC_TLS_TUNABLE)))
-    env = dict(os.environ, **{REEXEC_MARK: "1", "GLIBC_TUNABLES": tunables})
+    env = dict(static_tls_environ(), **{REEXEC_MARK: "1"})
     sys.stdout.flush()
     sys.stderr.flush()
     try:

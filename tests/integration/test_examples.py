@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import pathlib
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import time
 
 import pytest
 
-from pyguts.alloc import STATIC_TLS_TUNABLE
+from pyguts.alloc._registry import static_tls_environ
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 NOTEBOOK = EXAMPLES / "tour.ipynb"
@@ -54,10 +53,7 @@ ALSO = {
 
 def _env() -> dict[str, str]:
     """The children's environment: the static-TLS tunable for jemalloc set from the start (as `make test` does)."""
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if STATIC_TLS_TUNABLE not in tunables:
-        tunables = ":".join(filter(None, (tunables, STATIC_TLS_TUNABLE)))
-    return dict(os.environ, GLIBC_TUNABLES=tunables)
+    return static_tls_environ()
 
 
 def test_every_script_has_an_expected_line():

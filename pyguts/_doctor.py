@@ -236,21 +236,24 @@ def _allocator(name: str) -> Callable[[], tuple]:
             alloc.load(name)
             block = alloc.zeros(64, "u1", allocator=name)  # a real allocation, freed by the allocator
             if int(block.sum()) != 0:
-                return "broken", f"{name}: a zeroed block came back non-zero", f"reinstall {spec.package}"
+                return "broken", f"{name}: a zeroed block came back non-zero", f"reinstall: {spec.install_hint()}"
             del block
         except BuildError as exc:
             return "missing", f"pyguts.alloc's C shim cannot be built: {exc}", \
                 "apt-get install gcc (the shim is built once and cached per compiler)"
         except AllocatorUnavailable as exc:
             text = str(exc)
-            if spec.soname and spec.soname not in _ldconfig() and "static TLS" not in text:
-                return "missing", f"{spec.soname} not found: {text}", f"apt-get install {spec.package}"
-            where = _ldconfig().get(spec.soname or "", spec.soname)
+            found = [soname for soname, _ in spec.candidates() if soname in _ldconfig()]
+            if spec.candidates() and not found and "static TLS" not in text:
+                return "missing", f"{' or '.join(dict.fromkeys(s for s, _ in spec.candidates()))} not found: {text}", \
+                    spec.install_hint()
+            where = _ldconfig().get(found[0]) if found else spec.soname
             return "missing", f"found at {where} but not loadable in this process: {text}", (
-                alloc._registry.STATIC_TLS_FIX if "static TLS" in text else f"apt-get install {spec.package}")
-        if spec.soname is None:
+                alloc._registry.STATIC_TLS_FIX if "static TLS" in text else spec.install_hint())
+        soname = alloc.load(name).soname
+        if soname is None:
             return "ok", f"{spec.doc}; loaded, 64-byte round trip ok" + _thp_mode(spec.huge)
-        return "ok", f"{_mapped_path(spec.soname)}: {spec.doc}; loaded, 64-byte round trip ok"
+        return "ok", f"{_mapped_path(soname)}: {spec.doc}; loaded, 64-byte round trip ok"
     return check
 
 

@@ -89,6 +89,19 @@ class Spec:
     symbols: dict[str, str] = field(default_factory=dict)  # role -> symbol
     huge: bool = False
     doc: str = ""
+    #: Other (soname, Debian package) pairs that serve too, tried in order after ``soname``.
+    also: tuple[tuple[str, str], ...] = ()
+
+    def candidates(self) -> tuple[tuple[str, str | None], ...]:
+        """Every (soname, package) that can provide this allocator, preferred first."""
+        return ((self.soname, self.package), *self.also) if self.soname is not None else ()
+
+    def install_hint(self) -> str:
+        """What to install: ``apt-get install libmimalloc3 (or libmimalloc2.0)``."""
+        packages = [package for _, package in self.candidates() if package]
+        if not packages:
+            return "install the library"
+        return f"apt-get install {packages[0]}" + "".join(f" (or {p})" for p in packages[1:])
 
 
 _MALLOC_ROLES = ("malloc", "calloc", "realloc", "free", "memalign", "zalign")
@@ -99,14 +112,15 @@ SPECS: dict[str, Spec] = {spec.name: spec for spec in (
          dict(malloc="malloc", calloc="calloc", realloc="realloc", free="free",
               memalign="aligned_alloc", zalign="mallocx", mallctl="mallctl"),
          doc="jemalloc 5 (unprefixed symbols, called through its own handle)"),
-    Spec("mimalloc", "libmimalloc.so.2", "libmimalloc2.0", _shim.FAMILY_MIMALLOC,
+    # Debian ships mimalloc 3 (trixie's successors) or 2 (bookworm); the symbols pyguts uses are in both.
+    Spec("mimalloc", "libmimalloc.so.3", "libmimalloc3", _shim.FAMILY_MIMALLOC,
          dict(malloc="mi_malloc", calloc="mi_calloc", realloc="mi_realloc", free="mi_free",
               memalign="mi_aligned_alloc", zalign="mi_zalloc_aligned", process_info="mi_process_info"),
-         doc="Microsoft mimalloc 2"),
+         doc="Microsoft mimalloc (3 or 2)", also=(("libmimalloc.so.2", "libmimalloc2.0"),)),
     Spec("tcmalloc", "libtcmalloc_minimal.so.4", "libtcmalloc-minimal4", _shim.FAMILY_PLAIN,
          dict(malloc="tc_malloc", calloc="tc_calloc", realloc="tc_realloc", free="tc_free",
               memalign="tc_memalign", numeric_property="MallocExtension_GetNumericProperty"),
-         doc="gperftools tcmalloc_minimal"),
+         doc="gperftools tcmalloc_minimal", also=(("libtcmalloc_minimal.so.4", "libtcmalloc-minimal4t64"),)),
     Spec("libc", "libc.so.6", "libc6", _shim.FAMILY_PLAIN,
          dict(malloc="malloc", calloc="calloc", realloc="realloc", free="free",
               memalign="aligned_alloc", mallinfo2="mallinfo2"),
@@ -126,6 +140,7 @@ class Allocator:
     spec: Spec
     library: ctypes.CDLL | None
     ctx: int                      # address of the shim's pg_ctx, never freed
+    soname: str | None = None     # the shared object loaded (one of spec.candidates())
 
     def symbol(self, role: str) -> int | None:
         """Address of the library function playing ``role`` (e.g. "mallctl"), or None."""
@@ -138,7 +153,7 @@ class Allocator:
             return None
 
     def __repr__(self) -> str:
-        where = self.spec.soname or "kernel"
+        where = self.soname or "kernel"
         return f"<pyguts Allocator {self.name!r} from {where} ctx=0x{self.ctx:x}>"
 
     def __reduce__(self):
@@ -149,26 +164,30 @@ _LOADED: dict[str, Allocator] = {}  # kept forever: handlers and arrays point in
 _LOCK = threading.Lock()
 
 
-def _open(spec: Spec) -> ctypes.CDLL | None:
-    if spec.soname is None:
-        return None
-    try:
-        return ctypes.CDLL(spec.soname, mode=ctypes.RTLD_LOCAL)
-    except OSError as exc:
-        text = str(exc)
-        if "static TLS" in text:
-            raise AllocatorUnavailable(
-                f"allocator {spec.name!r} must be loadable with dlopen(), got {text!r}: {STATIC_TLS_FIX}"
-            ) from exc
-        pkg = f"apt-get install {spec.package}" if spec.package else "install the library"
-        raise AllocatorUnavailable(
-            f"allocator {spec.name!r} needs {spec.soname}, which could not be loaded ({text}); "
-            f"install it (Debian: {pkg}) or pick another; pyguts.alloc.available() lists those that load"
-        ) from exc
+def _open(spec: Spec) -> tuple[ctypes.CDLL | None, str | None]:
+    """(library, the soname that loaded), trying each candidate in turn."""
+    errors = []
+    sonames = list(dict.fromkeys(soname for soname, _ in spec.candidates()))
+    for soname in sonames:
+        try:
+            return ctypes.CDLL(soname, mode=ctypes.RTLD_LOCAL), soname
+        except OSError as exc:
+            text = str(exc)
+            if "static TLS" in text:
+                raise AllocatorUnavailable(
+                    f"allocator {spec.name!r} must be loadable with dlopen(), got {text!r}: {STATIC_TLS_FIX}"
+                ) from exc
+            errors.append(text)
+    if not errors:   # no library at all (mmap)
+        return None, None
+    names = " or ".join(sonames)
+    raise AllocatorUnavailable(
+        f"allocator {spec.name!r} needs {names}, which could not be loaded ({'; '.join(errors)}); "
+        f"install it (Debian: {spec.install_hint()}) or pick another; pyguts.alloc.available() lists those that load")
 
 
 def _load_spec(spec: Spec) -> Allocator:
-    library = _open(spec)
+    library, soname = _open(spec)
     addrs = {}
     for role in _MALLOC_ROLES:
         sym = spec.symbols.get(role)
@@ -179,12 +198,12 @@ def _load_spec(spec: Spec) -> Allocator:
             addrs[role] = ctypes.cast(getattr(library, sym), ctypes.c_void_p).value
         except AttributeError as exc:
             raise AllocatorUnavailable(
-                f"allocator {spec.name!r} needs symbol {sym!r} in {spec.soname}, which lacks it; "
-                f"install a current {spec.package} or pick another allocator") from exc
+                f"allocator {spec.name!r} needs symbol {sym!r} in {soname}, which lacks it; "
+                f"{spec.install_hint()} (a current release) or pick another allocator") from exc
     ctx = _shim.shim().pg_ctx_new(*(addrs[r] or 0 for r in _MALLOC_ROLES), spec.family, int(spec.huge))
     if not ctx:
         raise MemoryError(f"allocating the pyguts context for {spec.name!r} failed")
-    return Allocator(spec.name, spec, library, ctx)
+    return Allocator(spec.name, spec, library, ctx, soname)
 
 
 def load(name: str | Allocator) -> Allocator:

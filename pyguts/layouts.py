@@ -28,18 +28,24 @@ PUBLIC_MODELS = (
     "PySetObject", "PyASCIIObject", "PyCompactUnicodeObject", "PyTypeObject",
 )
 
-#: Oldest and newest minor versions the table covers (newest inclusive).
+#: Models that exist only on some versions (3.15's frozendict), exposed where a row applies.
+OPTIONAL_MODELS = ("PyFrozenDictObject",)
+
+#: Oldest and newest minor versions the table covers (newest inclusive). A newer interpreter gets
+#: the newest rows as candidates, each model enabled only once checked live (see pyguts.structs).
 OLDEST = (3, 10)
-NEWEST = (3, 14)
+NEWEST = (3, 15)
 
 BUILDS = ("default", "freethreaded")
 
-#: (version, build) whose rows tests/integration/test_layouts_probe.py has checked against that
-#: interpreter's own headers with the C compiler (pyenv's 3.10-3.13; 3.13t through
-#: -DPy_GIL_DISABLED=1 on the 3.13 headers). The 3.14 rows were read from the headers, not compiled:
-#: add them here once the probe has passed on a 3.14 (`pyguts doctor` reports the difference).
+#: (version, build) whose rows tests/integration/test_layouts_probe.py checks against that
+#: interpreter's own headers with the C compiler: pyenv's 3.10-3.13 and Debian's 3.14 and 3.15
+#: (`make test` provisions them); the free-threaded rows through -DPy_GIL_DISABLED=1 on the same
+#: headers, since no free-threaded binary is available to run. `pyguts doctor` reports which applies.
 COMPILER_VERIFIED = frozenset({((3, 10), "default"), ((3, 11), "default"), ((3, 12), "default"),
-                               ((3, 13), "default"), ((3, 13), "freethreaded")})
+                               ((3, 13), "default"), ((3, 13), "freethreaded"),
+                               ((3, 14), "default"), ((3, 14), "freethreaded"),
+                               ((3, 15), "default"), ((3, 15), "freethreaded")})
 
 
 @dataclass(frozen=True)
@@ -103,9 +109,13 @@ ROWS: tuple[Row, ...] = (
     # --- bytes, bytearray ----------------------------------------------------------------
     Row("PyBytesObject", OLDEST, None, "any", "Include/cpython/bytesobject.h",
         _m("ob_base:PyVarObject ob_shash:Py_hash_t ob_sval:char[1]")),
-    Row("PyByteArrayObject", OLDEST, None, "any", "Include/cpython/bytearrayobject.h",
+    Row("PyByteArrayObject", OLDEST, (3, 15), "any", "Include/cpython/bytearrayobject.h",
         _m("ob_base:PyVarObject ob_alloc:Py_ssize_t ob_bytes:ptr ob_start:ptr "
            "ob_exports:Py_ssize_t")),
+    # 3.15: the buffer is a bytes object (zero-copy bytes(bytearray)); ob_bytes points into it.
+    Row("PyByteArrayObject", (3, 15), None, "any", "Include/cpython/bytearrayobject.h",
+        _m("ob_base:PyVarObject ob_alloc:Py_ssize_t ob_bytes:ptr ob_start:ptr "
+           "ob_exports:Py_ssize_t ob_bytes_object:ptr")),
     # --- int: ob_size carries sign and digit count before 3.12, lv_tag after -------------
     Row("PyLongObject", (3, 10), (3, 12), "any", "Include/longintrepr.h (3.11: Include/cpython/longintrepr.h)",
         _m("ob_base:PyVarObject ob_digit:digit[1]")),
@@ -132,6 +142,9 @@ ROWS: tuple[Row, ...] = (
         _m("ob_base:PyObject ma_used:Py_ssize_t ma_version_tag:uint64 ma_keys:ptr ma_values:ptr")),
     Row("PyDictObject", (3, 14), None, "any", "Include/cpython/dictobject.h",
         _m("ob_base:PyObject ma_used:Py_ssize_t _ma_watcher_tag:uint64 ma_keys:ptr ma_values:ptr")),
+    # 3.15's frozendict: a dict that caches its hash (-1 until computed).
+    Row("PyFrozenDictObject", (3, 15), None, "any", "Include/internal/pycore_dict.h",
+        _m("ob_base:PyDictObject ma_hash:Py_hash_t")),
     Row("setentry", OLDEST, None, "any", "Include/setobject.h (3.13: Include/cpython/setobject.h)",
         _m("key:ptr hash:Py_hash_t")),
     Row("PySetObject", OLDEST, None, "any", "Include/setobject.h (3.13: Include/cpython/setobject.h)",
@@ -150,9 +163,142 @@ ROWS: tuple[Row, ...] = (
     Row("PyTypeObject", (3, 10), (3, 12), "any", "Include/cpython/object.h", _m(_TYPE_HEAD)),
     Row("PyTypeObject", (3, 12), (3, 13), "any", "Include/cpython/object.h",
         _m(_TYPE_HEAD + " tp_watched:uint8")),
-    Row("PyTypeObject", (3, 13), None, "any", "Include/cpython/object.h",
+    Row("PyTypeObject", (3, 13), (3, 15), "any", "Include/cpython/object.h",
         _m(_TYPE_HEAD + " tp_watched:uint8 tp_versions_used:uint16")),
+    # 3.15: a virtual iterator-next slot for the VM.
+    Row("PyTypeObject", (3, 15), None, "any", "Include/cpython/object.h",
+        _m(_TYPE_HEAD + " tp_watched:uint8 tp_versions_used:uint16 _tp_iteritem:ptr")),
 )
+
+
+# --- _Py_DebugOffsets: the offsets CPython itself publishes for debuggers (3.13+) ---------------
+# The struct is the first member of _PyRuntime and starts with the cookie "xdebugpy"; every entry
+# after the cookie is a uint64_t. Its layout changes between minor versions (members are inserted
+# mid-struct), so each version range has a row; the probe checks each against offsetof.
+
+@dataclass(frozen=True)
+class DebugOffsetsRow:
+    since: tuple[int, int]
+    until: tuple[int, int] | None
+    header: str
+    #: (section, member names) in declaration order; section "" holds the top-level members.
+    sections: tuple[tuple[str, tuple[str, ...]], ...]
+
+    def applies(self, version: tuple[int, int], build: str = "any") -> bool:
+        return self.since <= version and (self.until is None or version < self.until)
+
+    def names(self) -> list[str]:
+        """Every uint64 entry as "section.member", in order (the cookie excluded)."""
+        return [f"{sec}.{m}" if sec else m for sec, members in self.sections for m in members]
+
+
+def _sections(spec: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Parse ``"version free_threaded | runtime_state: size finalizing | ..."``."""
+    out = []
+    for part in spec.split("|"):
+        sec, _, members = part.rpartition(":")
+        out.append((sec.strip(), tuple(members.split())))
+    return tuple(out)
+
+
+_DO_313 = {
+    "": "version free_threaded",
+    "runtime_state": "size finalizing interpreters_head",
+    "interpreter_state": "size id next threads_head gc imports_modules sysdict builtins ceval_gil "
+                         "gil_runtime_state gil_runtime_state_enabled gil_runtime_state_locked "
+                         "gil_runtime_state_holder",
+    "thread_state": "size prev next interp current_frame thread_id native_thread_id datastack_chunk status",
+    "interpreter_frame": "size previous executable instr_ptr localsplus owner",
+    "code_object": "size filename name qualname linetable firstlineno argcount localsplusnames "
+                   "localspluskinds co_code_adaptive",
+    "pyobject": "size ob_type",
+    "type_object": "size tp_name tp_repr tp_flags",
+    "tuple_object": "size ob_item ob_size",
+    "list_object": "size ob_item ob_size",
+    "dict_object": "size ma_keys ma_values",
+    "float_object": "size ob_fval",
+    "long_object": "size lv_tag ob_digit",
+    "bytes_object": "size ob_size ob_sval",
+    "unicode_object": "size state length asciiobject_size",
+    "gc": "size collecting",
+}
+
+
+def _do_spec(base: dict[str, str], **changes: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A debug-offsets layout as ``base`` with sections replaced or inserted (``after_<sec>=``)."""
+    out: list[str] = []
+    for sec, members in base.items():
+        out.append(f"{sec}: {changes.get(sec, members)}")
+        extra = changes.get("after_" + (sec or "top"))
+        if extra:
+            out.extend(extra.split(" || "))
+    return _sections(" | ".join(out))
+
+
+_DO_314 = dict(_DO_313)
+_DO_314.update({
+    "interpreter_state": _DO_313["interpreter_state"].replace("threads_head", "threads_head threads_main")
+                         + " code_object_generation tlbc_generation",
+    "interpreter_frame": _DO_313["interpreter_frame"] + " stackpointer tlbc_index",
+    "code_object": _DO_313["code_object"] + " co_tlbc",
+})
+
+DEBUG_OFFSETS: tuple[DebugOffsetsRow, ...] = (
+    DebugOffsetsRow((3, 13), (3, 14), "Include/internal/pycore_runtime.h", _do_spec(_DO_313)),
+    DebugOffsetsRow((3, 14), (3, 15), "Include/internal/pycore_debug_offsets.h", _do_spec(
+        _DO_314,
+        after_dict_object="",
+        after_list_object="set_object: size used table mask",
+        after_gc="gen_object: size gi_name gi_iframe gi_frame_state || llist_node: next prev || "
+                 "debugger_support: eval_breaker remote_debugger_support remote_debugging_enabled "
+                 "debugger_pending_call debugger_script_path debugger_script_path_size")),
+    DebugOffsetsRow((3, 15), None, "Include/internal/pycore_debug_offsets.h", _do_spec(
+        _DO_314,
+        thread_state="size prev next interp current_frame base_frame last_profiled_frame "
+                     "last_profiled_frame_seq thread_id native_thread_id datastack_chunk status holds_gil "
+                     "gil_requested current_exception exc_state",
+        after_thread_state="err_stackitem: exc_value",
+        type_object="size tp_name tp_repr tp_flags tp_basicsize tp_dictoffset",
+        after_type_object="heap_type_object: size ht_cached_keys",
+        after_list_object="set_object: size used table mask",
+        unicode_object="size state length asciiobject_size compactunicodeobject_size",
+        gc="size collecting frame generation_stats_size generation_stats",
+        after_gc="gen_object: size gi_name gi_iframe gi_frame_state || llist_node: next prev || "
+                 "debugger_support: eval_breaker remote_debugger_support remote_debugging_enabled "
+                 "debugger_pending_call debugger_script_path debugger_script_path_size")),
+)
+
+#: What a debug offset says about a modelled field: "section.member" -> (model, flat field name),
+#: a field of None meaning sizeof(model). Entries a row does not have are skipped.
+DEBUG_OFFSET_FIELDS: dict[str, tuple[str, str | None]] = {
+    "pyobject.size": ("PyObject", None), "pyobject.ob_type": ("PyObject", "ob_type"),
+    "type_object.size": ("PyTypeObject", None), "type_object.tp_name": ("PyTypeObject", "tp_name"),
+    "type_object.tp_repr": ("PyTypeObject", "tp_repr"), "type_object.tp_flags": ("PyTypeObject", "tp_flags"),
+    "type_object.tp_basicsize": ("PyTypeObject", "tp_basicsize"),
+    "type_object.tp_dictoffset": ("PyTypeObject", "tp_dictoffset"),
+    "tuple_object.size": ("PyTupleObject", None), "tuple_object.ob_item": ("PyTupleObject", "ob_item"),
+    "tuple_object.ob_size": ("PyTupleObject", "ob_size"),
+    "list_object.size": ("PyListObject", None), "list_object.ob_item": ("PyListObject", "ob_item"),
+    "list_object.ob_size": ("PyListObject", "ob_size"),
+    "set_object.size": ("PySetObject", None), "set_object.used": ("PySetObject", "used"),
+    "set_object.table": ("PySetObject", "table"), "set_object.mask": ("PySetObject", "mask"),
+    "dict_object.size": ("PyDictObject", None), "dict_object.ma_keys": ("PyDictObject", "ma_keys"),
+    "dict_object.ma_values": ("PyDictObject", "ma_values"),
+    "float_object.size": ("PyFloatObject", None), "float_object.ob_fval": ("PyFloatObject", "ob_fval"),
+    "long_object.size": ("PyLongObject", None), "long_object.lv_tag": ("PyLongObject", "lv_tag"),
+    "long_object.ob_digit": ("PyLongObject", "ob_digit"),
+    "bytes_object.size": ("PyBytesObject", None), "bytes_object.ob_size": ("PyBytesObject", "ob_size"),
+    "bytes_object.ob_sval": ("PyBytesObject", "ob_sval"),
+    "unicode_object.state": ("PyASCIIObject", "state"), "unicode_object.length": ("PyASCIIObject", "length"),
+    "unicode_object.asciiobject_size": ("PyASCIIObject", None),
+    "unicode_object.compactunicodeobject_size": ("PyCompactUnicodeObject", None),
+}
+
+
+def debug_offsets_row_for(version: tuple[int, int]) -> DebugOffsetsRow | None:
+    """The _Py_DebugOffsets layout of CPython ``version`` (the newest known one past the table)."""
+    found = [row for row in DEBUG_OFFSETS if row.applies(version)]
+    return found[0] if found else None
 
 
 @dataclass(frozen=True)
@@ -209,6 +355,27 @@ class RefcountRule:
     value: int = 0
 
     applies = Row.applies
+
+    def count(self, header) -> int:
+        """Py_REFCNT of a PyObject model instance (free-threaded: ob_ref_local plus ob_ref_shared
+        shifted past its flag bits, _Py_REF_SHARED_SHIFT)."""
+        if self.immortal == "local_max":
+            return header.ob_ref_local + (header.ob_ref_shared >> REF_SHARED_SHIFT)
+        return header.ob_refcnt
+
+    def header_is_immortal(self, header) -> bool:
+        """Whether a PyObject model instance is immortal by this rule."""
+        return self.is_immortal(header.ob_ref_local if self.immortal == "local_max" else header.ob_refcnt)
+
+    def is_immortal(self, count_word: int) -> bool:
+        """Whether a header whose count field (ob_refcnt; free-threaded: ob_ref_local) reads
+        ``count_word`` belongs to an immortal object."""
+        low32 = count_word & 0xFFFFFFFF
+        if self.immortal == "none":
+            return False
+        if self.immortal == "sign32":
+            return bool(low32 & 0x80000000)   # (int32_t)ob_refcnt < 0
+        return low32 == self.value and count_word == low32   # "equal", "local_max"
 
 
 REFCOUNT_RULES: tuple[RefcountRule, ...] = (

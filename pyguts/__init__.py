@@ -17,18 +17,21 @@ from pyguts.errors import (
     UnsafeOperationError,
 )
 
+# The engines need no object layout: they work on any CPython version.
+from pyguts.isolate import Outcome, isolate, isolated
+from pyguts.leaks import LeakReport
+
 try:  # everything below reads object memory through pyguts.structs, whose import checks the layouts
     from pyguts.diagrams import Diagram, diagram
     from pyguts.explain import Explanation, FieldInfo, explain
-    from pyguts.isolate import Outcome, isolate, isolated
-    from pyguts.leaks import LeakReport
     from pyguts.memory import nbytes_of, payload, view, view_address
     from pyguts.mutate import mutate, swap_type
     from pyguts.refs import is_immortal, refcount, referrers
     from pyguts.structs import struct_of
 except LayoutMismatchError as _exc:
     # This interpreter is outside the layout table or failed its live checks: nothing may read object
-    # memory, but `import pyguts` still works so that `pyguts doctor` can say what is wrong.
+    # memory, but `import pyguts` still works (isolation and leak hunting included), and `pyguts
+    # doctor` can say what is wrong.
     _LAYOUT_ERROR = _exc
 
     def __getattr__(name: str):

@@ -87,39 +87,53 @@ def _interpreter() -> tuple:
     flags = "".join((", debug build" if _compat.DEBUG_BUILD else "", ", Py_TRACE_REFS" if _compat.TRACE_REFS else ""))
     found = (f"CPython {platform.python_version()} ({_compat.BUILD_NAME}, {build}, "
              f"{_compat.POINTER_SIZE * 8}-bit pointers{flags}) at {sys.executable}")
-    covered = layouts.OLDEST <= _compat.VERSION <= layouts.NEWEST
-    if _compat.POINTER_SIZE != 8 or _compat.TRACE_REFS or not covered:
-        return ("broken", found, "use a 64-bit CPython 3.10-3.14 (default or free-threaded build, "
-                                 "without Py_TRACE_REFS)")
+    if _compat.POINTER_SIZE != 8 or _compat.TRACE_REFS or _compat.VERSION < layouts.OLDEST:
+        return ("broken", found, "use a 64-bit CPython %d.%d or newer (default or free-threaded build, "
+                                 "without Py_TRACE_REFS)" % layouts.OLDEST)
     return "ok", found
 
 
 def _layout_rows() -> tuple:
-    from pyguts import layouts
+    from pyguts import _debug_offsets, layouts
 
     build = "freethreaded" if _compat.GIL_DISABLED else "default"
-    rows = layouts.rows_for(_compat.VERSION, build)  # LookupError: reported as broken by _run
+    table = min(_compat.VERSION, layouts.NEWEST)
+    rows = layouts.rows_for(table, build)  # LookupError: reported as broken by _run
     extra = {"rows": {name: "%d.%d-%s %s" % (*row.since, "%d.%d" % row.until if row.until else "now", row.header)
                       for name, row in sorted(rows.items())}}
+    debug = " and checked against CPython's _Py_DebugOffsets" if _debug_offsets.read() else ""
+    if _compat.VERSION > layouts.NEWEST:
+        return ("info", f"CPython {_compat.BUILD_NAME} is newer than the layout table (ends at %d.%d): its rows are "
+                        f"candidates, each model used only once the live checks{debug} confirm every field"
+                % layouts.NEWEST, "update pyguts; `pyguts doctor --json` lists the refused models", extra)
     found = f"{len(rows)} rows for CPython {_compat.BUILD_NAME} ({build}) from pyguts/layouts.py"
     if (_compat.VERSION, build) in layouts.COMPILER_VERIFIED:
-        return "ok", found + "; compiler-verified against this version's headers", "", extra
-    return ("info", found + "; NOT compiler-verified on this version (only the live checks vouch for it)",
+        return "ok", found + f"; compiler-verified against this version's headers{debug}", "", extra
+    return ("info", found + f"; NOT compiler-verified on this version (live-checked{debug})",
             "run `python -m pytest tests/integration/test_layouts_probe.py` with this interpreter "
             "(needs its Python.h) to check every row against offsetof/sizeof", extra)
 
 
 def _live_layout() -> tuple:
+    from pyguts import _debug_offsets, _live_checks
     from pyguts.errors import LayoutMismatchError
 
     try:
         from pyguts import structs  # importing runs the live checks once
-
-        structs._check_live()  # and again now, against the models in use
     except LayoutMismatchError as exc:
         return "broken", f"LayoutMismatchError: {exc}", FIX_REPORT_LAYOUT
-    return ("ok", f"{len(structs.MODELS)} models agree with the running interpreter (type slots, "
-                  "basicsizes, live bytes/float/str fields)")
+    # ... and again now, against the models in use
+    in_use = {name: m for name, m in structs.MODELS.items() if not isinstance(m, structs.RefusedModel)}
+    debug = _debug_offsets.read()
+    verdict = _live_checks.verify(in_use, debug)
+    if verdict.wrong:
+        return "broken", "LayoutMismatchError: " + "; ".join(verdict.wrong), FIX_REPORT_LAYOUT
+    found = (f"{len(in_use)} models agree with the running interpreter (live facts: sizes, type slots, known "
+             f"objects' fields{'; _Py_DebugOffsets' if debug else ''})")
+    if structs.REFUSED:
+        return ("info", found + f"; refused here: {', '.join(structs.REFUSED)}",
+                "; ".join(f"{name}: {why}" for name, why in structs.REFUSED.items()))
+    return "ok", found
 
 
 def _numpy_handler_api() -> tuple:

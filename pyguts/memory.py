@@ -86,7 +86,7 @@ def nbytes_of(obj: object) -> int:
         start = _Long.ob_digit.offset if tp in (int, bool) else tp.__basicsize__
         return start + _compat.DIGIT_SIZE * max(ndigits(obj), _compat.INT_MIN_DIGITS)
     if isinstance(obj, type) and not obj.__flags__ & layouts.TPFLAGS_HEAPTYPE:  # a static type: a plain struct
-        return ctypes.sizeof(MODELS["PyTypeObject"])
+        return type.__sizeof__(obj)
     if tp.__itemsize__:
         return tp.__basicsize__ + tp.__itemsize__ * abs(_VarObject.from_address(id(obj)).ob_size)
     return tp.__basicsize__

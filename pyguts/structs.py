@@ -2,8 +2,10 @@
 
 Every field sits flat under its C member name, so ``PyBytesObject.ob_refcnt.offset`` is
 ``offsetof(PyBytesObject, ob_base.ob_base.ob_refcnt)``; ``Model._c_paths_`` maps each flat name
-to that C path. Importing this module checks the models against the live interpreter and raises
-:class:`~pyguts.errors.LayoutMismatchError` instead of guessing.
+to that C path. Importing this module checks the models against the live interpreter (and, on
+3.13+, CPython's own ``_Py_DebugOffsets``) and raises :class:`~pyguts.errors.LayoutMismatchError`
+instead of guessing. On a CPython newer than the table, a model is used only once every field is
+confirmed live; the others stand as :class:`RefusedModel` (reasons in ``REFUSED``).
 
 >>> from pyguts import structs
 >>> structs.PyBytesObject.ob_size.offset, structs.PyBytesObject.ob_sval.offset
@@ -14,10 +16,11 @@ to that C path. Importing this module checks the models against the live interpr
 
 from __future__ import annotations
 
+import builtins
 import ctypes
 from typing import Any
 
-from pyguts import _compat, layouts
+from pyguts import _compat, _debug_offsets, _live_checks, layouts
 from pyguts.errors import LayoutMismatchError
 
 _SCALARS: dict[str, Any] = {
@@ -81,29 +84,79 @@ def build_models(version: tuple[int, int], build: str = "default", digit_size: i
     """
     rows = layouts.rows_for(version, build)
     cache: dict[str, type] = {}
-    return {name: _model(name, rows, digit_size, cache) for name in layouts.PUBLIC_MODELS}
+    names = [*layouts.PUBLIC_MODELS, *(name for name in layouts.OPTIONAL_MODELS if name in rows)]
+    return {name: _model(name, rows, digit_size, cache) for name in names}
 
 
 BUILD = "freethreaded" if _compat.GIL_DISABLED else "default"
 
 
-def _models_for_running() -> dict[str, type]:
+class RefusedModel:
+    """Stands in for a model pyguts could not verify on this interpreter: any use raises."""
+
+    def __init__(self, name: str, reason: str):
+        self.__name__, self.reason = name, reason
+
+    def refuse(self):
+        raise LayoutMismatchError(f"{self.__name__} is unavailable on CPython {_compat.BUILD_NAME}: {self.reason}")
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        self.refuse()
+
+    def __repr__(self) -> str:
+        return f"<refused model {self.__name__}: {self.reason}>"
+
+
+def _candidates() -> dict[str, type]:
+    """The table's models for this interpreter; past the table, the newest rows as candidates."""
     why = None
     if _compat.POINTER_SIZE != 8:
         why = f"pointers are {_compat.POINTER_SIZE} bytes; the layout table covers 64-bit builds only"
     elif _compat.TRACE_REFS:
         why = "this is a Py_TRACE_REFS build (two extra pointers before every object header)"
+    elif _compat.VERSION < layouts.OLDEST:
+        why = f"the layout table starts at {layouts.OLDEST[0]}.{layouts.OLDEST[1]}"
     if why is None:
         try:
-            return build_models(_compat.VERSION, BUILD, _compat.DIGIT_SIZE)
+            return build_models(min(_compat.VERSION, layouts.NEWEST), BUILD, _compat.DIGIT_SIZE)
         except LookupError as exc:
             why = str(exc)
     raise LayoutMismatchError(
         f"pyguts needs a known object layout, got CPython {_compat.BUILD_NAME}: {why}. "
-        "Use a 64-bit CPython 3.10-3.14 (default or free-threaded build).")
+        f"Use a 64-bit CPython {layouts.OLDEST[0]}.{layouts.OLDEST[1]} or newer (default or free-threaded build).")
 
 
-MODELS: dict[str, type] = _models_for_running()
+def _check(models: dict[str, type]) -> tuple[dict[str, type], dict[str, str]]:
+    """(models in use, refused model -> reason). Inside the table every live fact and debug offset
+    must agree; past it, a model is used only when every field and its size were confirmed."""
+    verdict = _live_checks.verify(models, _debug_offsets.read())
+    if _compat.VERSION <= layouts.NEWEST:
+        if verdict.wrong:
+            raise LayoutMismatchError(
+                f"pyguts' layout table for CPython {_compat.BUILD_NAME} disagrees with this interpreter: "
+                + "; ".join(verdict.wrong) + ". Refusing to read or write object memory; please report this build.")
+        return models, {}
+    newest = "%d.%d" % layouts.NEWEST
+    refused = {}
+    for name, model in models.items():
+        wrong = [w for w in verdict.wrong if w.startswith(name + ".")]
+        missing = verdict.unconfirmed(model)
+        if wrong or missing:
+            refused[name] = (f"the layout table ends at {newest}, and its {newest} row of {name} "
+                             + (f"disagrees here ({'; '.join(wrong)})" if wrong else
+                                f"could not be confirmed field by field (unconfirmed: {', '.join(missing)})")
+                             + "; update pyguts for this version")
+    if "PyObject" in refused or "PyVarObject" in refused:
+        raise LayoutMismatchError(f"pyguts cannot read object memory on CPython {_compat.BUILD_NAME}: the object "
+                                  f"header: {refused.get('PyObject') or refused['PyVarObject']}")
+    return {name: RefusedModel(name, refused[name]) if name in refused else model
+            for name, model in models.items()}, refused
+
+
+#: Every model of this interpreter (a RefusedModel where one could not be verified), and why refused.
+MODELS, REFUSED = _check(_candidates())
 globals().update(MODELS)
 
 #: The model of each builtin type's instances (subclasses use their base's model).
@@ -113,8 +166,10 @@ _TYPE_MODELS: dict[type, str] = {
     list: "PyListObject", dict: "PyDictObject", set: "PySetObject", frozenset: "PySetObject",
     str: "PyCompactUnicodeObject", type: "PyTypeObject",
 }
+if "PyFrozenDictObject" in MODELS and hasattr(builtins, "frozendict"):   # 3.15+
+    _TYPE_MODELS[builtins.frozendict] = "PyFrozenDictObject"
 
-STATE_BITS = {bits.name: bits for bits in layouts.state_bits_for(_compat.VERSION, BUILD)}
+STATE_BITS = {bits.name: bits for bits in layouts.state_bits_for(min(_compat.VERSION, layouts.NEWEST), BUILD)}
 
 
 def str_state(s: str) -> dict[str, int]:
@@ -144,7 +199,10 @@ def model_for(obj: object) -> type:
         # PyCompactUnicodeObject fields would read past them (and past the allocation).
         if state["compact"] and state["ascii"]:
             name = "PyASCIIObject"
-    return MODELS[name]
+    model = MODELS[name]
+    if isinstance(model, RefusedModel):
+        model.refuse()
+    return model
 
 
 def _frozen(value):
@@ -206,53 +264,3 @@ def struct_of(obj: object, *, writable: bool = False) -> ctypes.Structure:
     inst = (model if writable else _read_only(model)).from_address(id(obj))
     inst._pyguts_owner = obj
     return inst
-
-
-def _check_live() -> None:
-    """Compare the models with what the interpreter itself reports; raise on any difference."""
-    M = MODELS
-    expected = {
-        "object.__basicsize__ == sizeof(PyObject)": (object.__basicsize__, ctypes.sizeof(M["PyObject"])),
-        "bytes.__basicsize__ == offsetof(PyBytesObject, ob_sval) + 1":
-            (bytes.__basicsize__, M["PyBytesObject"].ob_sval.offset + 1),
-        "tuple.__basicsize__ == offsetof(PyTupleObject, ob_item)":
-            (tuple.__basicsize__, M["PyTupleObject"].ob_item.offset),
-        "int.__basicsize__ == offsetof(PyLongObject, ob_digit)":
-            (int.__basicsize__, M["PyLongObject"].ob_digit.offset),
-        "str.__basicsize__ == sizeof(PyCompactUnicodeObject) + sizeof(void *)":
-            (str.__basicsize__, ctypes.sizeof(M["PyCompactUnicodeObject"]) + _compat.POINTER_SIZE),
-    }
-    for tp in (list, float, complex, dict, set, bytearray):
-        model = M[_TYPE_MODELS[tp]]
-        expected[f"{tp.__name__}.__basicsize__ == sizeof({model.__name__})"] = (tp.__basicsize__, ctypes.sizeof(model))
-    T = M["PyTypeObject"]
-    for tp in (bytes, int, tuple, type, object):
-        t = T.from_address(id(tp))
-        for field, attr in (("tp_basicsize", "__basicsize__"), ("tp_itemsize", "__itemsize__"),
-                            ("tp_flags", "__flags__"), ("tp_dictoffset", "__dictoffset__"),
-                            ("tp_weaklistoffset", "__weakrefoffset__")):
-            expected[f"PyTypeObject.{field} of {tp.__name__} == {tp.__name__}.{attr}"] = (
-                getattr(t, field), getattr(tp, attr))
-        expected[f"PyTypeObject.ob_type of {tp.__name__} == id(type)"] = (t.ob_type, id(type))
-    wrong = [f"{what}: got {got!r}, want {want!r}" for what, (got, want) in expected.items() if got != want]
-    if not wrong:
-        # Pointers only after the integer checks passed: following a wrong one could crash.
-        sample = b"pyguts layout check"
-        got_name = ctypes.string_at(T.from_address(id(bytes)).tp_name)
-        checks = {
-            "tp_name of bytes": (got_name, b"bytes"),
-            "ob_type of a bytes object": (M["PyBytesObject"].from_address(id(sample)).ob_type, id(bytes)),
-            "ob_size of a bytes object": (M["PyBytesObject"].from_address(id(sample)).ob_size, len(sample)),
-            "ob_sval of a bytes object": (ctypes.string_at(id(sample) + M["PyBytesObject"].ob_sval.offset,
-                                                           len(sample)), sample),
-            "ob_fval of 2.5": (M["PyFloatObject"].from_address(id(2.5)).ob_fval, 2.5),
-            "PyASCIIObject.length of a str": (M["PyASCIIObject"].from_address(id("pyguts")).length, 6),
-        }
-        wrong = [f"{what}: got {got!r}, want {want!r}" for what, (got, want) in checks.items() if got != want]
-    if wrong:
-        raise LayoutMismatchError(
-            f"pyguts' layout table for CPython {_compat.BUILD_NAME} disagrees with this interpreter: "
-            + "; ".join(wrong) + ". Refusing to read or write object memory; please report this build.")
-
-
-_check_live()

@@ -89,6 +89,19 @@ def test_json_has_every_check_with_its_fields(capsys):
     assert by_name["interpreter"]["found"].startswith(f"CPython {sys.version.split()[0]} ")
 
 
+@pytest.mark.every_python
+def test_the_layout_rows_say_how_they_were_verified():
+    from pyguts import layouts
+
+    found = {c.name: c for c in _doctor.checks(("core",))}
+    rows = found["layout rows"]
+    assert rows.status == "ok" and "compiler-verified against this version's headers" in rows.found
+    assert (layouts.NEWEST >= _compat.VERSION >= layouts.OLDEST) and (_compat.VERSION, structs.BUILD) in \
+        layouts.COMPILER_VERIFIED
+    assert ("_Py_DebugOffsets" in rows.found) == (_compat.VERSION >= (3, 13))
+    assert found["live layout checks"].status == "ok" and "models agree" in found["live layout checks"].found
+
+
 def test_strict_fails_on_anything_missing_and_sections_select():
     found = _doctor.checks(("core", "isolation"))
     assert [c.name for c in found] == EXPECTED["core"] + EXPECTED["isolation"]
@@ -101,9 +114,9 @@ def test_strict_fails_on_anything_missing_and_sections_select():
 
 @pytest.mark.every_python
 def test_a_wrong_layout_in_use_breaks_the_core_and_exits_1(monkeypatch, capsys):
-    # The models of another version (3.14 tuples are 8 bytes longer; on 3.14, 3.13's are shorter):
+    # The models of another version (3.14 tuples are 8 bytes longer; on 3.14+, 3.13's are shorter):
     # the live checks compare integers first, so the wrong models never follow a pointer.
-    other = (3, 13) if _compat.VERSION == (3, 14) else (3, 14)
+    other = (3, 13) if _compat.VERSION >= (3, 14) else (3, 14)
     monkeypatch.setattr(structs, "MODELS", structs.build_models(other, structs.BUILD, _compat.DIGIT_SIZE))
     assert main(["doctor", "--section", "core"]) == 1
     text = capsys.readouterr().out

@@ -58,7 +58,7 @@ def test_314_tuple_items_move_and_free_threaded_header_is_32_bytes():
         assert ft["PyObject"].ob_ref_shared.offset == 16
 
 
-@pytest.mark.parametrize("version", [(3, 9), (3, 15), (2, 7)])
+@pytest.mark.parametrize("version", [(3, 9), (3, 16), (2, 7)])
 def test_table_refuses_uncovered_versions(version):
     with pytest.raises(LookupError, match="outside the layout table"):
         build_models(version)
@@ -105,16 +105,83 @@ def _run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True)
 
 
-def test_unknown_interpreter_version_raises_layout_mismatch():
+def test_an_interpreter_older_than_the_table_is_refused():
     done = _run("""
         import pyguts._compat as c
-        c.VERSION, c.BUILD_NAME = (3, 99), "3.99"
+        c.VERSION, c.BUILD_NAME = (3, 9), "3.9"
         try:
             import pyguts.structs
         except Exception as exc:
             print(type(exc).__name__, exc)
     """)
-    assert "LayoutMismatchError" in done.stdout and "3.99" in done.stdout, done.stderr
+    assert "LayoutMismatchError" in done.stdout and "3.9" in done.stdout and "starts at 3.10" in done.stdout, \
+        done.stderr
+
+
+#: Run in a child: the layout tables end one minor version before the running interpreter (its own
+#: rows, state bits, refcount rule and debug-offsets layout removed, the ones before extended), then
+#: the real pyguts/__init__ imports. Prints what was enabled and refused, and whether the engines work.
+PRETEND_OLDER_TABLE = """
+    import ctypes, dataclasses, json
+    import pyguts._compat as C, pyguts.layouts as L
+    prev = (C.VERSION[0], C.VERSION[1] - 1)
+
+    def cut(rows):
+        return tuple(dataclasses.replace(r, until=None) if r.until == C.VERSION else r
+                     for r in rows if r.since <= prev)
+
+    L.NEWEST = prev
+    L.ROWS, L.STATE_BITS, L.REFCOUNT_RULES, L.DEBUG_OFFSETS = map(cut, (L.ROWS, L.STATE_BITS, L.REFCOUNT_RULES,
+                                                                     L.DEBUG_OFFSETS))
+    del sys.modules["pyguts"]
+    import pyguts, pyguts.leaks
+    from pyguts.errors import LayoutMismatchError
+    out = {}
+    try:
+        from pyguts import structs
+        out["refused"] = structs.REFUSED
+        out["enabled"] = {name: [ctypes.sizeof(m), *[(f, getattr(m, f).offset, getattr(m, f).size)
+                                                      for f in m._c_paths_]]
+                          for name, m in structs.MODELS.items() if name not in structs.REFUSED}
+        for name in structs.REFUSED:
+            try:
+                getattr(structs, name).from_address
+            except LayoutMismatchError as exc:
+                out.setdefault("refusals", []).append(str(exc))
+        out["bytes view"] = bytes(pyguts.view(b"abc")[-4:]).hex()
+    except LayoutMismatchError as exc:
+        out["error"] = str(exc)
+    out["isolate"] = pyguts.isolate(sum, [1, 2]).value
+    kept = []
+    out["leaks"] = pyguts.leaks.check(kept.append, object()).leaking
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif((_compat.VERSION[0], _compat.VERSION[1] - 1) < layouts.OLDEST, reason="no older rows to pretend with")
+def test_a_newer_interpreter_gets_exactly_the_models_the_live_checks_confirm():
+    import json
+
+    done = _run(PRETEND_OLDER_TABLE)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    # Never a wrong model: what is enabled equals this version's compiler-verified rows.
+    for name, layout in out.get("enabled", {}).items():
+        model = structs.MODELS[name]
+        assert layout == [ctypes.sizeof(model), *[[f, getattr(model, f).offset, getattr(model, f).size]
+                                                  for f in model._c_paths_]], name
+    # Engines that read no object memory work either way.
+    assert out["isolate"] == 3 and out["leaks"] is True
+    if _compat.VERSION == (3, 15):
+        # 3.15 grew bytearray and type objects by one pointer; the rest of the 3.14 rows still hold.
+        assert set(out["refused"]) == {"PyByteArrayObject", "PyTypeObject"}
+        assert "PyByteArrayObject" in out["refusals"][0] and "bytearray.__basicsize__" in out["refusals"][0]
+        assert out["bytes view"] == "61626300"
+    elif _compat.VERSION == (3, 14) and not _compat.GIL_DISABLED:
+        # 3.14 split the refcount word: with the object header unconfirmed, nothing reads memory.
+        assert "the object header" in out["error"]
+    else:
+        assert "error" in out or out["refused"], out   # PyTypeObject at least can never be confirmed
 
 
 def test_a_wrong_row_is_caught_by_the_live_checks_not_used():

@@ -1,8 +1,21 @@
 """Exact reference counts and immortality, read from the object header.
 
-``refcount(obj)`` is ``ob_refcnt`` as the caller sees it: the reference the call itself holds
-is not counted, so for an ordinary object it equals ``sys.getrefcount(obj) - 1`` taken at the
-same call site. Immortal objects (3.12+) report their raw, unchanging count.
+``refcount(obj)`` counts every reference to ``obj`` that exists apart from the call itself: names,
+containers, attributes, frames, the caller's evaluation stack. It is ``ob_refcnt`` less what the
+call holds, which depends on the version:
+
+- 3.10: two (the caller's stack entry and the callee's argument, a calibrated constant);
+- 3.11-3.13: one (the argument, moved from the caller's stack);
+- 3.14+: one or none. A caller may pass a *borrowed* reference (``LOAD_FAST_BORROW``: the stack
+  entry owns no count, Include/internal/pycore_stackref.h), so pyguts reads the tag bit of its own
+  argument slot in the running frame (``localsplus``, offset from ``_Py_DebugOffsets``) and
+  subtracts one only when that slot owns a reference.
+
+On 3.10-3.13 this equals ``sys.getrefcount(obj) - 1`` at the same call site. On 3.14+ that
+expression is one low wherever the compiler borrows the argument, and a function's own parameters
+may own no count when borrowed from its caller; ``refcount`` stays exact: it equals ``ob_refcnt``
+read at that call site with nothing of the call on the stack. Immortal objects (3.12+) report their
+raw, unchanging count.
 
 >>> x = object()
 >>> refcount(x)
@@ -13,33 +26,18 @@ False
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import sys
 
-from pyguts import _compat, layouts
+from pyguts import _compat, _debug_offsets, layouts
+from pyguts.errors import LayoutMismatchError
 from pyguts.structs import BUILD, MODELS
 
-_RULE = layouts.refcount_rule_for(_compat.VERSION, BUILD)
+_RULE = layouts.refcount_rule_for(min(_compat.VERSION, layouts.NEWEST), BUILD)
 _Header = MODELS["PyObject"]
-_FREETHREADED = _RULE.immortal == "local_max"
-
-
-def _count(header) -> int:
-    if _FREETHREADED:
-        # Py_REFCNT: local + (shared >> _Py_REF_SHARED_SHIFT); the low bits of shared are flags.
-        return header.ob_ref_local + (header.ob_ref_shared >> layouts.REF_SHARED_SHIFT)
-    return header.ob_refcnt
-
-
-def _immortal(header) -> bool:
-    if _RULE.immortal == "none":
-        return False
-    if _FREETHREADED:
-        return header.ob_ref_local == _RULE.value
-    low32 = header.ob_refcnt & 0xFFFFFFFF
-    if _RULE.immortal == "equal":
-        return low32 == _RULE.value
-    return bool(low32 & 0x80000000)  # "sign32": (int32_t)ob_refcnt < 0
+_count = _RULE.count
+_immortal = _RULE.header_is_immortal
 
 
 def is_immortal(obj: object) -> bool:
@@ -57,18 +55,73 @@ def refcount(obj: object) -> int:
     header = _Header.from_address(id(obj))
     if _immortal(header):
         return _count(header)
-    return _count(header) - _CALL_REFS
+    return _count(header) - held_by_call(sys._getframe(), obj)
+
+
+#: 3.14+: a _PyStackRef whose low bit is set owns no reference (Py_TAG_REFCNT, Py_TAG_DEFERRED
+#: free-threaded); the low two bits are tags (Py_TAG_BITS), the rest is the object's address.
+_BORROWED_TAG = 1
+_TAG_MASK = 3
+_STACKREFS = _compat.VERSION >= (3, 14)
+#: Words of a running _PyInterpreterFrame searched for its first argument when no debug offsets say
+#: where localsplus starts (an interpreter newer than the table): the header is ~10 words.
+_FRAME_SEARCH_WORDS = 16
+
+
+def _frame_words(frame) -> list[int]:
+    iframe = ctypes.c_void_p.from_address(id(frame) + _F_FRAME).value
+    return list((ctypes.c_size_t * _FRAME_SEARCH_WORDS).from_address(iframe))
+
+
+def _find_localsplus() -> int:
+    """Where a frame's first argument lives, found by its contents: two known arguments, side by side."""
+    def probe(first, second):
+        spare0 = spare1 = spare2 = spare3 = spare4 = spare5 = spare6 = spare7 = None  # noqa: F841 (frame room)
+        return _frame_words(sys._getframe())
+
+    first, second = object(), object()
+    words = probe(first, second)
+    for i in range(len(words) - 1):
+        if words[i] & ~_TAG_MASK == id(first) and words[i + 1] & ~_TAG_MASK == id(second):
+            return i * _compat.POINTER_SIZE
+    raise LayoutMismatchError(f"pyguts cannot find a frame's arguments on CPython {_compat.BUILD_NAME} "
+                              "(no _Py_DebugOffsets, and no argument slot in the first frame words)")
+
+
+if _STACKREFS:
+    # PyFrameObject: PyObject_HEAD, f_back, then f_frame, its _PyInterpreterFrame
+    # (Include/internal/pycore_frame.h); there, localsplus[0] is the first argument: CPython's debug
+    # offsets say where, else (past the table) it is found by its contents.
+    _F_FRAME = ctypes.sizeof(_Header) + _compat.POINTER_SIZE
+    _offsets = _debug_offsets.read()
+    _LOCALSPLUS = _offsets.values["interpreter_frame.localsplus"] if _offsets is not None else _find_localsplus()
+    del _offsets
+
+
+def held_by_call(frame, obj: object) -> int:
+    """References to ``obj`` that the running call ``frame``, whose first argument is ``obj``,
+    holds itself (see the module docstring): what a function reporting counts subtracts."""
+    if not _STACKREFS:
+        return _CALL_REFS
+    iframe = ctypes.c_void_p.from_address(id(frame) + _F_FRAME).value
+    bits = ctypes.c_size_t.from_address(iframe + _LOCALSPLUS).value
+    if bits & ~_TAG_MASK != id(obj):
+        raise LayoutMismatchError(
+            f"the first argument slot of {frame.f_code.co_name}() holds {bits:#x}, not id(obj) = {id(obj):#x}: "
+            f"pyguts misreads frames on CPython {_compat.BUILD_NAME}; please report this build")
+    return 0 if bits & _BORROWED_TAG else 1
 
 
 def _references_held_by_a_call() -> int:
-    """How many references a direct call ``refcount(x)`` holds while it runs: measured, since
-    it depends on the calling convention (2 on 3.10, 1 on 3.11-3.13)."""
+    """How many references a direct call ``refcount(x)`` holds while it runs before 3.14: measured,
+    since it depends on the calling convention (2 on 3.10, 1 on 3.11-3.13)."""
     probe = object()  # referenced once, by this local
     return refcount(probe) - 1
 
 
 _CALL_REFS = 0
-_CALL_REFS = _references_held_by_a_call()
+if not _STACKREFS:
+    _CALL_REFS = _references_held_by_a_call()
 
 
 def referrers(obj: object) -> list:
@@ -82,4 +135,4 @@ def referrers(obj: object) -> list:
         del frame
 
 
-__all__ = ["is_immortal", "refcount", "referrers"]
+__all__ = ["held_by_call", "is_immortal", "refcount", "referrers"]

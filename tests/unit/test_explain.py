@@ -16,9 +16,11 @@ pytestmark = pytest.mark.every_python
 def test_bytes_fields_at_their_offsets():
     b = bytes(b"Hello, ") + b"world!"
     e = explain(b)
+    # Include/object.h: 3.14 splits the count word into ob_refcnt, ob_overflow and ob_flags.
+    header = ([("ob_refcnt", 0, 8)] if _compat.VERSION < (3, 14) else
+              [("ob_refcnt", 0, 4), ("ob_overflow", 4, 2), ("ob_flags", 6, 2)])
     assert [(f.name, f.offset, f.size) for f in e.fields] == [
-        ("ob_refcnt", 0, 8 if _compat.VERSION < (3, 14) else 4), ("ob_type", 8, 8), ("ob_size", 16, 8),
-        ("ob_shash", 24, 8), ("ob_sval", 32, 14)]
+        *header, ("ob_type", 8, 8), ("ob_size", 16, 8), ("ob_shash", 24, 8), ("ob_sval", 32, 14)]
     assert e.field("ob_size").value == 13 and e.field("ob_size").meaning == "len = 13"
     assert e.field("ob_type").meaning == "<class 'bytes'>"
     assert e.field("ob_sval").value == b"Hello, world!" and e.field("ob_sval").raw == b"Hello, world!\0"
@@ -36,8 +38,8 @@ def test_hash_cache_is_explained_before_and_after_hashing():
 def test_refcount_meaning_counts_the_callers_references():
     x = bytes(3)
     keep = [x, x]
-    meaning, want = explain(x).field("ob_refcnt").meaning, sys.getrefcount(x) - 1
-    assert meaning.startswith(f"{want} references")
+    assert explain(x).field("ob_refcnt").meaning.startswith("3 references (+")   # x and the list twice
+    assert explain(obj=x).field("ob_refcnt").meaning.startswith("3 references (+")
     del keep
 
 

@@ -43,7 +43,8 @@ def forced_swap():
     # objects of its own, so what it reads is garbage every time and the crash is deterministic.
     pool = [bytes(bytearray(b"Hello, world!")) for _ in range(512)]
     addrs = {id(x) for x in pool}
-    block = -(-pyguts.nbytes_of(pool[0]) // 16) * 16  # pymalloc rounds blocks up to 16 bytes
+    ordered = sorted(addrs)   # pymalloc's block stride (debug builds pad blocks): the smallest gap
+    block = min(b - a for a, b in zip(ordered, ordered[1:]))
     victim = next(x for x in pool if id(x) - block in addrs and id(x) + block in addrs)
     pyguts.swap_type(victim, DifferentClass, force=True)
     victim.attr = "boom"

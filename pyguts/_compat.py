@@ -34,6 +34,14 @@ DIGIT_SIZE: int = sys.int_info.sizeof_digit
 #: Digits CPython allocates for an int at least (3.11+: one, even for zero; int.__sizeof__ agrees).
 INT_MIN_DIGITS: int = 1 if VERSION >= (3, 11) else 0
 
+#: The cached small ints, one shared object per value (Include/internal/pycore_runtime_structs.h:
+#: _PY_NSMALLNEGINTS 5, _PY_NSMALLPOSINTS 257, 1025 from 3.15).
+SMALL_INTS: range = range(-5, 1025 if VERSION >= (3, 15) else 257)
+
+#: How to free a str's cached UTF-8 copy (Objects/unicodeobject.c allocates it with PyObject_Malloc
+#: before 3.13, PyMem_Malloc since): the other one aborts debug builds and PYTHONMALLOC=debug.
+UTF8_CACHE_FREE: str = "PyMem_Free" if VERSION >= (3, 13) else "PyObject_Free"
+
 #: Bits per int digit.
 DIGIT_BITS: int = sys.int_info.bits_per_digit
 

@@ -4,7 +4,7 @@ The watched set: the arguments, what is reachable from them within a cap, what a
 reaches by itself (bound self, closure cells, the globals its code names), minus objects shared
 interpreter-wide (None, small ints, one-character strings, immortal objects on 3.12+).
 
->>> kept = [1000, "".join(["t", "wo"])]   # a runtime string: literals are interned (immortal on 3.12+)
+>>> kept = [10**6, "".join(["t", "wo"])]   # a runtime string: literals are interned (immortal on 3.12+)
 >>> sorted(type(x).__name__ for x in reachable([kept], cap=10, depth=1))
 ['int', 'list', 'str']
 >>> watchable(None), watchable(5), watchable(10**6)
@@ -25,8 +25,6 @@ WATCH_CAP = 256
 WATCH_DEPTH = 2
 #: Refcounts at or above this are immortal objects on 3.12+ (0xFFFFFFFF on 64-bit 3.12/3.13).
 IMMORTAL_REFCNT_MIN = 1 << 30
-#: Cached small ints (shared, so never watched): Include/internal/pycore_global_objects.h.
-SMALL_INT_MIN, SMALL_INT_MAX = -5, 256
 REPR_MAX = 80
 
 
@@ -81,7 +79,7 @@ def watchable(obj) -> bool:
         return False
     tp = type(obj)
     if tp is int:   # the small-int cache, CPython's _PY_NSMALLNEGINTS/_PY_NSMALLPOSINTS
-        return not SMALL_INT_MIN <= obj <= SMALL_INT_MAX
+        return obj not in _compat.SMALL_INTS
     if tp in (str, bytes, tuple, frozenset):   # empty and one-character singletons
         return len(obj) > (0 if tp in (tuple, frozenset) else 1)
     return True

@@ -32,11 +32,11 @@ _Type = MODELS["PyTypeObject"]
 # for every other user of ctypes.pythonapi in the process.
 _api = ctypes.PyDLL(ctypes.pythonapi._name, handle=ctypes.pythonapi._handle)
 _api.Py_IncRef.argtypes = _api.Py_DecRef.argtypes = [ctypes.py_object]
-_api.PyObject_Free.argtypes = [ctypes.c_void_p]
+_api.PyObject_Free.argtypes = _api.PyMem_Free.argtypes = [ctypes.c_void_p]
 _api.PyObject_GC_Track.argtypes = [ctypes.c_void_p]
 _NOT_COMPUTED = -1  # a cached hash of -1 means "compute on next hash()"
 #: Small ints CPython caches and hands out for every occurrence (Include/internal/pycore_global_objects.h).
-_SMALL_INTS = range(-5, 257)
+_SMALL_INTS = _compat.SMALL_INTS
 #: Highest code point each str kind may hold; a kind must also *need* its width (canonical form).
 _KIND_MAX = {1: 0xFF, 2: 0xFFFF, 4: 0x10FFFF}
 _KIND_MIN = {1: 0x80, 2: 0x100, 4: 0x10000}
@@ -86,9 +86,9 @@ def _free_str_caches(s: str, state: dict[str, int]) -> None:
     if not state["ascii"]:
         head = _Compact.from_address(addr)
         if head.utf8:
-            _api.PyObject_Free(head.utf8)
+            getattr(_api, _compat.UTF8_CACHE_FREE)(head.utf8)
             head.utf8, head.utf8_length = None, 0
-    if "wstr" in _ASCII._c_paths_:  # 3.10/3.11: wstr may alias the data (UCS4) or be its own block
+    if "wstr" in _ASCII._c_paths_:  # 3.10/3.11: wstr may alias the data (UCS4) or be its own (PyObject_Malloc)
         head = _ASCII.from_address(addr)
         if head.wstr and head.wstr != data:
             _api.PyObject_Free(head.wstr)

@@ -332,7 +332,8 @@ def _forced_swap() -> str:
     # of our own so what it reads is garbage every time, and the crash deterministic.
     pool = [bytes(bytearray(b"Hello, world!")) for _ in range(512)]
     addrs = {id(x) for x in pool}
-    block = -(-pyguts.nbytes_of(pool[0]) // 16) * 16  # pymalloc rounds blocks to 16 bytes
+    ordered = sorted(addrs)   # pymalloc's block stride (debug builds pad blocks): the smallest gap
+    block = min(b - a for a, b in zip(ordered, ordered[1:]))
     b = next(x for x in pool if id(x) - block in addrs and id(x) + block in addrs)
     pyguts.swap_type(b, DifferentClass, force=True)
     b.attr = "boom"

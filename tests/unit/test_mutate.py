@@ -10,7 +10,6 @@ import pytest
 
 from pyguts import UnsafeOperationError, _compat
 from pyguts.isolate import isolate
-from pyguts.memory import nbytes_of
 from pyguts.mutate import layout_difference, mutate, shared_reason, swap_type
 
 pytestmark = pytest.mark.every_python
@@ -99,6 +98,25 @@ def test_str_hash_and_utf8_cache_are_invalidated():
     mutate(s, 2, "LL")
     assert s == "héLLo" and hash(s) == hash("héLLo")
     assert as_utf8(s) == "héLLo".encode()
+
+
+def test_freed_caches_go_back_to_the_allocator_that_made_them():
+    # PYTHONMALLOC=debug checks every free against its allocator API (PyObject_ vs PyMem_), as a
+    # debug build does: the UTF-8 copy is PyObject_Malloc'ed before 3.13, PyMem_Malloc'ed since.
+    import subprocess
+
+    code = (
+        "import ctypes, pyguts\n"
+        "s = ''.join(['h\\xe9', 'llo'])\n"
+        "f = ctypes.PyDLL(ctypes.pythonapi._name, handle=ctypes.pythonapi._handle).PyUnicode_AsUTF8\n"
+        "f.restype, f.argtypes = ctypes.c_char_p, [ctypes.py_object]\n"
+        "f(s)\n"
+        "pyguts.mutate(s, 2, 'LL')\n"
+        "assert f(s) == 'h\\xe9LLo'.encode(), f(s)\n"
+        "print('freed right')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONMALLOC": "debug"})
+    assert done.returncode == 0 and "freed right" in done.stdout, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("s,start,data,ok", [
@@ -214,7 +232,8 @@ def _forced_notebook_swap():
     # own so the pointer is always garbage and the crash deterministic.
     pool = [bytes(bytearray(b"Hello, world!")) for _ in range(512)]
     addrs = {id(x) for x in pool}
-    block = -(-nbytes_of(pool[0]) // 16) * 16  # pymalloc rounds blocks to 16 bytes
+    ordered = sorted(addrs)   # pymalloc's block stride (debug builds pad blocks): the smallest gap
+    block = min(b - a for a, b in zip(ordered, ordered[1:]))
     b = next(x for x in pool if id(x) - block in addrs and id(x) + block in addrs)
     swap_type(b, DifferentClass, force=True)
     b.attr = "boom"

@@ -50,6 +50,15 @@ WARMUP_MIN_CALLS = 8
 MIN_MALLOC_NBYTES_PER_CALL = 16
 #: Per-call growth from which memory is a "large-buffer" leak.
 LARGE_BUFFER_NBYTES = 64 * 1024
+#: New objects of each kind with a freelist that calls churn most (ints, floats, complexes, lists,
+#: dicts and their keys) made and dropped before each snapshot: more than the freelists keep (80-100,
+#: Include/internal/pycore_freelist_state.h), so both snapshots see them full. A freelist refilling
+#: after a full collection emptied it (one block per call, for ~80 calls) is then not growth, and a
+#: number the calls keep counts as a block whether or not it came from a freelist (3.14 added one
+#: for ints).
+FREELIST_FILL = 128
+#: Kinds _fill_freelists makes, each FREELIST_FILL times.
+_FILL_KINDS = 5
 #: tracemalloc frames kept when locating a leak, and sites reported.
 TRACE_FRAMES = 16
 TOP_SITES = 5
@@ -120,6 +129,7 @@ class _Session:
         self.gc_counts: dict[str, int] = {}   # type name -> objects in generation 1 after the last round
         self.refs: list = []                  # refcounts of watched objects at the start of a round
         self.states: dict[str, str] = {}      # signal name -> LEAK, CLEAN or UNDECIDED
+        self.slots: list = [None] * (_FILL_KINDS * FREELIST_FILL)   # see _fill_freelists
 
     # -- phases -----------------------------------------------------------------------------------
 
@@ -150,10 +160,13 @@ class _Session:
         self.refs = [0] * len(watched)
         gc.collect(1)   # generations 0 and 1 empty: from now on gen 1 holds what the rounds keep alive
         self.gc_counts = self._count_gc()
-        null = [self._round(0) for _ in range(NULL_ROUNDS)]
-        for name in {name for raw in null for name in raw}:
-            self.bias[name] = statistics.median(raw.get(name, 0) for raw in null)
-        del null
+        # Null rounds are recorded exactly as measured rounds are, so their bookkeeping is the same.
+        for _ in range(NULL_ROUNDS):
+            self._record(self._round(0))
+        for name, series in self.series.items():
+            self.bias[name] = statistics.median(series)
+        self.series.clear()
+        self.rounds = 0
         gc.collect(1)   # what the warm-up left in generation 1 must not count as freed in round 1
         self.gc_counts = self._count_gc()
 
@@ -204,6 +217,7 @@ class _Session:
         fn, args, kwargs, watched, refs = self.fn, self.args, self.kwargs, self.watched, self.refs
         for i in range(len(watched)):
             refs[i] = sys.getrefcount(watched[i])
+        _fill_freelists(self.slots)
         fds0 = open_fd_count()
         rss0 = rss_nbytes()
         malloc0 = malloc_nbytes()
@@ -211,6 +225,7 @@ class _Session:
         for _ in range(k):
             fn(*args, **kwargs)
         gc.collect(0)   # cyclic garbage of the calls goes; survivors join generation 1
+        _fill_freelists(self.slots)
         blocks1 = sys.getallocatedblocks()
         malloc1 = malloc_nbytes()
         rss1 = rss_nbytes()
@@ -242,7 +257,7 @@ class _Session:
     def _count_gc(self) -> dict[str, int]:
         """Objects in generation 1 (kept alive by the rounds) by type name, our own bookkeeping excluded."""
         own = {id(self.__dict__), id(self.series), id(self.bias), id(self.gc_counts), id(self.refs),
-               id(self.watched), id(self.states), *map(id, self.series.values())}
+               id(self.watched), id(self.states), id(self.slots), *map(id, self.series.values())}
         counts: dict[str, int] = {}
         for obj in gc.get_objects(1):
             if id(obj) not in own:
@@ -346,6 +361,19 @@ class _Session:
             elapsed_ms=(time.perf_counter_ns() - started_ns) / 1e6, signals=tuple(signals),
             grown_objects=tuple(sorted(grown_objects, key=lambda g: -g.growth_per_call)),
             grown_types=tuple(sorted(grown_types, key=lambda t: -t[1])), sites=sites, notes=tuple(notes))
+
+
+def _fill_freelists(slots: list) -> None:
+    """Make and drop enough new objects to leave the common freelists full; ``slots`` (allocated
+    once, _FILL_KINDS * FREELIST_FILL long) holds them meanwhile, so no container is malloc'ed."""
+    for i in range(FREELIST_FILL):
+        slots[_FILL_KINDS * i] = 1_000_000 + i
+        slots[_FILL_KINDS * i + 1] = i + 0.5
+        slots[_FILL_KINDS * i + 2] = complex(i, 1)
+        slots[_FILL_KINDS * i + 3] = []
+        slots[_FILL_KINDS * i + 4] = {"pyguts": i}   # a dict, and the smallest str-keyed keys object
+    for i in range(len(slots)):
+        slots[i] = None
 
 
 def _outside_frame(traceback):

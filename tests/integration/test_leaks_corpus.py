@@ -7,6 +7,7 @@ planted leaks use fresh objects: a caller's object(), large ints, formatted stri
 from __future__ import annotations
 
 import functools
+import gc
 import importlib.util
 import os
 import pathlib
@@ -190,3 +191,53 @@ def test_clean_c_control_is_not_flagged(corpus, name, make_args):
 def _open_fds() -> set:
     """Names of this process's open fds, without the one os.listdir used to list them."""
     return {fd for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")}
+
+
+#: Kinds that mean "references are kept" (a debug build's sys.gettotalrefcount() grows); native
+#: memory and fds leak without any reference.
+REFERENCE_KINDS = {"reference", "container", "object", "large-buffer"}
+#: Calls per batch, and batches, of the debug build's own count.
+TOTAL_CALLS, TOTAL_BATCHES = 40, 3
+
+
+def _total_references_kept_per_call(fn, args) -> float:
+    """The debug build's ground truth: how much sys.gettotalrefcount() grows per call, at the least
+    over a few batches after a warm-up (cycles collected before each reading)."""
+    for _ in range(TOTAL_CALLS):
+        fn(*args)
+    per_call = []
+    for _ in range(TOTAL_BATCHES):
+        gc.collect()
+        before = sys.gettotalrefcount()
+        for _ in range(TOTAL_CALLS):
+            fn(*args)
+        gc.collect()
+        per_call.append((sys.gettotalrefcount() - before) / TOTAL_CALLS)
+    return min(per_call)
+
+
+GROUND_TRUTH = [(name, make_args) for name, make_args, _, _ in PLANTED] + C_CONTROLS
+
+
+@pytest.mark.skipif(not _compat.DEBUG_BUILD, reason="needs_debug_build: sys.gettotalrefcount() exists on "
+                                                     "debug builds only (make test runs python3.14-dbg and 3.15-dbg)")
+@pytest.mark.parametrize("name, make_args", GROUND_TRUTH, ids=[g[0] for g in GROUND_TRUTH])
+def test_verdict_agrees_with_the_debug_builds_total_refcount(corpus, name, make_args):
+    args = make_args()
+    fn = getattr(corpus, name)
+    kept = _total_references_kept_per_call(fn, args)
+    report = leaks.check(fn, *args)
+    says_references = report.leaking and bool(REFERENCE_KINDS & set(report.kinds))
+    assert (kept >= 1) == says_references, (f"sys.gettotalrefcount() grows {kept:+.2f} per call, "
+                                            f"pyguts says:\n{report}")
+
+
+#: numpy is a release-build wheel: its own Py_INCREF/Py_DECREFs do not reach a debug build's total.
+PURE_PYTHON_CONTROLS = [c for c in CONTROLS if c[0] != "touch_numpy"]
+
+
+@pytest.mark.skipif(not _compat.DEBUG_BUILD, reason="needs_debug_build: sys.gettotalrefcount() exists on "
+                                                     "debug builds only (make test runs python3.14-dbg and 3.15-dbg)")
+@pytest.mark.parametrize("name, fn", PURE_PYTHON_CONTROLS, ids=[c[0] for c in PURE_PYTHON_CONTROLS])
+def test_the_clean_python_controls_keep_no_references_on_a_debug_build(name, fn):
+    assert _total_references_kept_per_call(fn, ()) < 1

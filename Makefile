@@ -8,24 +8,25 @@ STAMPS := .make
 BIN := $(VENV)/bin
 
 # Debian packages later layers load at run time (allocators, GSL, cairo for diagram PNGs) and the compilers they use.
-APT_PACKAGES := gcc g++ make libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 libgsl-dev libcairo2
+APT_PACKAGES := gcc g++ make debootstrap libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 libgsl-dev libcairo2
 
 # Debian's libjemalloc2 needs static TLS room to be dlopen()ed after start-up (see SAFETY.md).
 export GLIBC_TUNABLES := glibc.rtld.optional_static_tls=4096
 
-# Every other installed CPython 3.10-3.13 (pyenv) runs the layout-sensitive tests too.
+# Every other installed CPython 3.10-3.13 (pyenv) runs the layout-sensitive tests too (3.14 and 3.15:
+# test-current).
 DEFAULT_VERSION := $(shell $(PYTHON) -c 'import platform; print(platform.python_version())')
 PYENV_ROOT := $(shell pyenv root 2>/dev/null)
 OTHER_PYTHONS := $(filter-out %/$(DEFAULT_VERSION)/bin/python,\
                    $(wildcard $(PYENV_ROOT)/versions/3.1[0123].*/bin/python))
 PIP := pip --disable-pip-version-check --quiet
 
-.PHONY: tour test test-default test-versions test-forked bench setup system clean
+.PHONY: tour test test-default test-versions test-current test-forked bench setup system clean
 
 tour: $(BIN)/.installed
 	$(BIN)/pyguts tour
 
-test: test-default test-versions test-forked
+test: test-default test-versions test-current test-forked
 
 test-default: $(BIN)/.installed
 	$(BIN)/python -m pytest tests
@@ -40,6 +41,11 @@ test-versions: $(BIN)/.installed
 	  echo "== version-sensitive tests (-m every_python) on CPython $$ver"; \
 	  $$venv/bin/python -m pytest -q -m every_python tests || exit $$?; \
 	done
+
+# The current CPythons, 3.14 and 3.15, release and debug builds: Debian sid's, in a chroot built once
+# under ~/.cache/pyguts (needs root and debootstrap; skipped with the reason otherwise).
+test-current: $(STAMPS)/system
+	.ci/current-pythons.sh test -q -m every_python tests
 
 FORKED_VENV := $(VENVS)/forked
 # pytest-forked 1.7.5 works on pytest 8.0.2-9.1.1 and breaks on 9.2.0 (see SAFETY.md): pin both.

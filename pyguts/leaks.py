@@ -355,8 +355,10 @@ class _Session:
         if _compat.VERSION >= (3, 12):
             notes.append("immortal objects (None, small ints, interned strings) have no refcount to grow on 3.12+")
         signals.sort(key=lambda s: (s.state == CLEAN, s.name.startswith(("gc:", "refcount:")), s.name))
+        # A leak shown by a signal that grew every round is settled even while a lagging companion
+        # (resident pages on a busy machine) is still undecided; a clean verdict needs all settled.
         return LeakReport(
-            function=name_of(self.fn), leaking=leaking, decided=UNDECIDED not in states.values(),
+            function=name_of(self.fn), leaking=leaking, decided=leaking or UNDECIDED not in states.values(),
             kinds=tuple(kinds), calls_per_round=k, rounds=self.rounds, calls=self.calls,
             elapsed_ms=(time.perf_counter_ns() - started_ns) / 1e6, signals=tuple(signals),
             grown_objects=tuple(sorted(grown_objects, key=lambda g: -g.growth_per_call)),

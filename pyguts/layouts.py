@@ -229,7 +229,7 @@ def _do_spec(base: dict[str, str], **changes: str) -> tuple[tuple[str, tuple[str
     out: list[str] = []
     for sec, members in base.items():
         out.append(f"{sec}: {changes.get(sec, members)}")
-        extra = changes.get("after_" + (sec or "top"))
+        extra = changes.get("after_" + sec)
         if extra:
             out.extend(extra.split(" || "))
     return _sections(" | ".join(out))
@@ -247,7 +247,6 @@ DEBUG_OFFSETS: tuple[DebugOffsetsRow, ...] = (
     DebugOffsetsRow((3, 13), (3, 14), "Include/internal/pycore_runtime.h", _do_spec(_DO_313)),
     DebugOffsetsRow((3, 14), (3, 15), "Include/internal/pycore_debug_offsets.h", _do_spec(
         _DO_314,
-        after_dict_object="",
         after_list_object="set_object: size used table mask",
         after_gc="gen_object: size gi_name gi_iframe gi_frame_state || llist_node: next prev || "
                  "debugger_support: eval_breaker remote_debugger_support remote_debugging_enabled "

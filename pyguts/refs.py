@@ -68,9 +68,13 @@ _STACKREFS = _compat.VERSION >= (3, 14)
 _FRAME_SEARCH_WORDS = 16
 
 
+def _iframe(frame) -> int:
+    """Address of a running frame's _PyInterpreterFrame (PyFrameObject.f_frame)."""
+    return ctypes.c_void_p.from_address(id(frame) + _F_FRAME).value
+
+
 def _frame_words(frame) -> list[int]:
-    iframe = ctypes.c_void_p.from_address(id(frame) + _F_FRAME).value
-    return list((ctypes.c_size_t * _FRAME_SEARCH_WORDS).from_address(iframe))
+    return list((ctypes.c_size_t * _FRAME_SEARCH_WORDS).from_address(_iframe(frame)))
 
 
 def _find_localsplus() -> int:
@@ -103,8 +107,7 @@ def held_by_call(frame, obj: object) -> int:
     holds itself (see the module docstring): what a function reporting counts subtracts."""
     if not _STACKREFS:
         return _CALL_REFS
-    iframe = ctypes.c_void_p.from_address(id(frame) + _F_FRAME).value
-    bits = ctypes.c_size_t.from_address(iframe + _LOCALSPLUS).value
+    bits = ctypes.c_size_t.from_address(_iframe(frame) + _LOCALSPLUS).value
     if bits & ~_TAG_MASK != id(obj):
         raise LayoutMismatchError(
             f"the first argument slot of {frame.f_code.co_name}() holds {bits:#x}, not id(obj) = {id(obj):#x}: "

@@ -38,6 +38,19 @@ _RULE = layouts.refcount_rule_for(min(_compat.VERSION, layouts.NEWEST), BUILD)
 _Header = MODELS["PyObject"]
 _count = _RULE.count
 _immortal = _RULE.header_is_immortal
+#: Default builds keep the whole count in ob_refcnt at offset 0: read it as one scalar (a struct
+#: instance and a field read cost twice as much); free-threaded counts take the struct.
+_WORD = None if _RULE.immortal == "local_max" else {4: ctypes.c_uint32, 8: ctypes.c_ssize_t}[_Header.ob_refcnt.size]
+_is_immortal_word = _RULE.is_immortal
+
+
+def _count_of(addr: int) -> tuple[int, bool]:
+    """(count, immortal) of the object at ``addr``."""
+    if _WORD is None:
+        header = _Header.from_address(addr)
+        return _count(header), _immortal(header)
+    count = _WORD.from_address(addr).value
+    return count, _is_immortal_word(count)
 
 
 def is_immortal(obj: object) -> bool:
@@ -47,15 +60,21 @@ def is_immortal(obj: object) -> bool:
     >>> is_immortal(None) == (sys.version_info >= (3, 12))
     True
     """
-    return _immortal(_Header.from_address(id(obj)))
+    return _count_of(id(obj))[1]
 
 
 def refcount(obj: object) -> int:
     """The exact reference count of ``obj`` as the caller sees it (see the module docstring)."""
-    header = _Header.from_address(id(obj))
-    if _immortal(header):
-        return _count(header)
-    return _count(header) - held_by_call(sys._getframe(), obj)
+    if _WORD is None:
+        count, immortal = _count_of(id(obj))
+    else:   # inline: this is the hot path
+        count = _WORD.from_address(id(obj)).value
+        immortal = _is_immortal_word(count)
+    if immortal:
+        return count
+    if _STACKREFS:
+        return count - held_by_call(sys._getframe(), obj)
+    return count - _CALL_REFS
 
 
 #: 3.14+: a _PyStackRef whose low bit is set owns no reference (Py_TAG_REFCNT, Py_TAG_DEFERRED
@@ -75,6 +94,11 @@ def _iframe(frame) -> int:
 
 def _frame_words(frame) -> list[int]:
     return list((ctypes.c_size_t * _FRAME_SEARCH_WORDS).from_address(_iframe(frame)))
+
+
+def _first_slot(frame) -> int:
+    """The _PyStackRef bits of a running frame's first local."""
+    return ctypes.c_size_t.from_address(_iframe(frame) + _LOCALSPLUS).value
 
 
 def _find_localsplus() -> int:
@@ -107,7 +131,7 @@ def held_by_call(frame, obj: object) -> int:
     holds itself (see the module docstring): what a function reporting counts subtracts."""
     if not _STACKREFS:
         return _CALL_REFS
-    bits = ctypes.c_size_t.from_address(_iframe(frame) + _LOCALSPLUS).value
+    bits = _first_slot(frame)
     if bits & ~_TAG_MASK != id(obj):
         raise LayoutMismatchError(
             f"the first argument slot of {frame.f_code.co_name}() holds {bits:#x}, not id(obj) = {id(obj):#x}: "

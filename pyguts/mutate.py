@@ -35,7 +35,7 @@ _api.Py_IncRef.argtypes = _api.Py_DecRef.argtypes = [ctypes.py_object]
 _api.PyObject_Free.argtypes = _api.PyMem_Free.argtypes = [ctypes.c_void_p]
 _api.PyObject_GC_Track.argtypes = [ctypes.c_void_p]
 _NOT_COMPUTED = -1  # a cached hash of -1 means "compute on next hash()"
-#: Small ints CPython caches and hands out for every occurrence (Include/internal/pycore_global_objects.h).
+#: Small ints CPython caches and hands out for every occurrence (-5..256; 3.15: ..1024).
 _SMALL_INTS = _compat.SMALL_INTS
 #: Highest code point each str kind may hold; a kind must also *need* its width (canonical form).
 _KIND_MAX = {1: 0xFF, 2: 0xFFFF, 4: 0x10FFFF}

@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 
-from pyguts.isolate import isolate
+from pyguts.isolation import isolate
 
 
 #: The trivial function: a builtin, so multiprocessing can pickle it by name from this

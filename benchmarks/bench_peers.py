@@ -35,7 +35,7 @@ import numpy as np
 
 import pyguts
 import pyguts.alloc as alloc
-from pyguts.isolate import isolate
+from pyguts.isolation import isolate
 
 #: Seconds one probe child may run before it counts as hung.
 CHILD_TIMEOUT_S = 30.0
@@ -414,7 +414,7 @@ def _raw_refcount() -> str:
 def _raw_int_size() -> str:
     x = int(BIG)
     word = ctypes.c_ssize_t.from_address(id(x) + 2 * ctypes.sizeof(ctypes.c_void_p)).value
-    want = pyguts.memory.ndigits(x)
+    want = pyguts.objects.memory.ndigits(x)
     return f"word after the header = {word}, digits = {want}" + ("" if word == want else " (not ob_size)")
 
 

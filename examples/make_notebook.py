@@ -21,7 +21,7 @@ import time
 import nbformat
 from nbclient import NotebookClient
 
-from pyguts.alloc._registry import static_tls_environ
+from pyguts.alloc.registry import static_tls_environ
 
 HERE = pathlib.Path(__file__).resolve().parent
 NOTEBOOK = HERE / "tour.ipynb"

@@ -25,18 +25,24 @@ import signal
 import sys
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 import pytest
 
 from pyguts.errors import ChildCrashed
-from pyguts.isolate import Outcome, isolate
 
-# The leak marker (@pytest.mark.no_leaks, --pyguts-leaks) lives in its own plugin module.
-pytest_plugins = ["pyguts._pytest_leaks"]
+if TYPE_CHECKING:
+    from pyguts.isolation import Outcome
+
+# Inert until asked: pyguts.isolation and pyguts.leaks are imported inside the hooks of the tests
+# that use them, so a pytest run in an environment with pyguts installed pays nothing for them.
+LEAKS_MARKER = "no_leaks"
+LEAKS_OPTION = "--pyguts-leaks"
 
 MARKERS = (
+    "no_leaks(runs=None): run the test body repeatedly with pyguts.leaks.check and fail with its "
+    "report when it leaks references, objects, memory or file descriptors",
     "isolated(timeout=None): run the test body in a forked child with pyguts.isolate; a crash, exit "
     "or timeout (seconds) becomes an ordinary failure showing the child's faulthandler traceback",
     "crashes(*signals, timeout=None): the test body runs in a forked child and must die with one of "
@@ -69,11 +75,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("pyguts")
     group.addoption("--pyguts-isolate", action="store_true", default=False,
                     help="run every test body in a forked child (as if marked @pytest.mark.isolated)")
+    group.addoption(LEAKS_OPTION, action="store_true", default=False,
+                    help="check every test for refcount, memory and fd leaks (as if marked no_leaks)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    marker = pyfuncitem.get_closest_marker(LEAKS_MARKER)
+    if marker is None and not pyfuncitem.config.getoption(LEAKS_OPTION, default=False):
+        return None
+    from pyguts.leaks import marker as glue
+
+    return glue.run(pyfuncitem, marker)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -143,6 +161,8 @@ def _expected_signals(specs: tuple[Any, ...]) -> frozenset[int]:
 
 def _run_isolated(item: pytest.Item, runtest: Callable[[], None], plan: _Plan) -> None:
     """Parent side: fork, run the body, turn the child's outcome into pytest's terms."""
+    from pyguts.isolation import isolate
+
     outcome = isolate(_child_body, item, runtest, timeout=plan.timeout)
     child = _ChildReport()
     item.stash[_CHILD_REPORT] = child

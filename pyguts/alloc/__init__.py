@@ -3,7 +3,7 @@
 - :func:`available` / :func:`load`: the allocators that load here (kept loaded for good).
 - :func:`empty` / :func:`zeros`: arrays whose data lives in one allocator, freed by it exactly once.
 - :func:`use`: a NEP 49 handler so numpy itself allocates there inside a ``with`` block (this thread
-  and context only; see :mod:`pyguts.alloc._handler`).
+  and context only; see :mod:`pyguts.alloc.handler`).
 - :func:`stats`: the allocator's own figures, pyguts' counters and the process RSS.
 
 jemalloc needs ``GLIBC_TUNABLES=glibc.rtld.optional_static_tls=4096`` at process start (Debian's
@@ -19,10 +19,10 @@ saying so. ``make test``, ``make tour`` and the ``pyguts`` command set it; a scr
 ('pyguts-libc', 8.0, True)
 """
 
-from pyguts.alloc._arrays import Block, empty, owner, zeros
-from pyguts.alloc._handler import current_handler_name, handler_name, use
-from pyguts.alloc._registry import STATIC_TLS_TUNABLE, Allocator, available, ensure_static_tls, load
-from pyguts.alloc._stats import mallctl, stats
+from pyguts.alloc.arrays import Block, empty, owner, zeros
+from pyguts.alloc.handler import current_handler_name, handler_name, use
+from pyguts.alloc.registry import STATIC_TLS_TUNABLE, Allocator, available, ensure_static_tls, load
+from pyguts.alloc.counters import mallctl, stats
 
 __all__ = [
     "STATIC_TLS_TUNABLE",

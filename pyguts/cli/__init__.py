@@ -8,7 +8,7 @@ import sys
 from typing import Sequence
 
 # Debian's libjemalloc2 can be dlopen()ed only if glibc reserved static TLS at start-up (SAFETY.md).
-from pyguts.alloc._registry import ensure_static_tls
+from pyguts.alloc.registry import ensure_static_tls
 
 #: Subcommand modules under pyguts.cli; each defines register(subparsers) and run(args) -> int.
 COMMANDS = ("inspect", "tour", "leaks", "doctor")

@@ -1,7 +1,7 @@
 """``pyguts doctor``: every component pyguts uses, whether it works here, and what to do when not.
 
 Sections: core, compilers, allocators, libraries, gpu, isolation (the checks live in
-:mod:`pyguts._doctor`; this module only prints). Exit status: 1 when the core is broken (layout
+:mod:`pyguts.doctor`; this module only prints). Exit status: 1 when the core is broken (layout
 rows or live layout checks disagree with the interpreter, numpy's NEP 49 handler API unusable),
 else 0, even with extras missing; ``--strict`` also exits 1 when anything is missing or broken.
 """
@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import json
 
-from pyguts import _doctor
+from pyguts import doctor
 
 _LABEL = {"ok": "ok", "missing": "MISSING", "broken": "BROKEN", "info": "info"}
 
@@ -28,12 +28,12 @@ def register(sub) -> argparse.ArgumentParser:
                         help="print the checks as a JSON list of {section, name, status, found, fix, ...}")
     parser.add_argument("--strict", action="store_true",
                         help="also exit 1 if anything is missing or broken (default: only a broken core)")
-    parser.add_argument("--section", action="append", choices=_doctor.SECTIONS,
+    parser.add_argument("--section", action="append", choices=doctor.SECTIONS,
                         help="check only this section (repeatable; default: all)")
     return parser
 
 
-def render(found: list[_doctor.Check]) -> str:
+def render(found: list[doctor.Check]) -> str:
     """The human table: a header per section, one row per check, "-> fix" under what is not ok."""
     width = max(len(c.name) for c in found)
     lines, section = [], None
@@ -44,14 +44,14 @@ def render(found: list[_doctor.Check]) -> str:
         lines.append(f"{c.name:<{width}}  {_LABEL.get(c.status, c.status):<7}  {c.found}")
         if c.fix and c.status != "ok":
             lines.append(f"{'':<{width}}  {'':7}  -> {c.fix}")
-    lines.append(_doctor.summary_line(found))
+    lines.append(doctor.summary_line(found))
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    found = _doctor.checks(tuple(args.section) if args.section else _doctor.SECTIONS)
+    found = doctor.checks(tuple(args.section) if args.section else doctor.SECTIONS)
     if args.json:
         print(json.dumps([dataclasses.asdict(c) for c in found], indent=2, default=str))
     else:
         print(render(found))
-    return _doctor.exit_status(found, strict=args.strict)
+    return doctor.exit_status(found, strict=args.strict)

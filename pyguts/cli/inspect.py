@@ -20,7 +20,7 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pyguts.explain import explain
+    from pyguts.objects.explain import explain
 
     try:
         obj = eval(args.expr, {"__builtins__": __builtins__})  # noqa: S307 - evaluating the user's expression is the point
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(report)
     if args.svg:
-        from pyguts.diagrams import diagram
+        from pyguts.objects.diagrams import diagram
 
         picture = diagram(obj)
         try:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import pyguts.alloc as alloc
-from pyguts.alloc import _registry
+from pyguts.alloc import registry
 
-ALLOCATORS = list(_registry.SPECS)
+ALLOCATORS = list(registry.SPECS)
 CYCLES = 100_000
 LIVE_SLOTS = 32               # arrays alive at once: frees happen out of allocation order
 MAX_LOG2_NBYTES = 20          # sizes 1 B .. 1 MiB, log-uniform

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import pyguts.alloc as alloc
-from pyguts.alloc import _shim
+from pyguts.alloc import shim
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs_fork: os.fork is missing")
 
@@ -78,7 +78,7 @@ def test_api_always_frees_through_the_allocator_that_allocated(name, require_all
     other = "libc"
 
     def attempt():
-        counts = lambda n: _shim.counts(alloc.load(n).ctx)  # noqa: E731
+        counts = lambda n: shim.counts(alloc.load(n).ctx)  # noqa: E731
         with alloc.use(name):
             numpy_owned = [np.arange(100.0), np.concatenate([np.ones(5), np.zeros(5)])]
         mine0, other0 = counts(name), counts(other)  # the temporaries above are gone already

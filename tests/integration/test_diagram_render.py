@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from pyguts.diagrams import ARROW_COLOURS, BOX_FILLS, TITLE_FILL, diagram
+from pyguts.objects.diagrams import ARROW_COLOURS, BOX_FILLS, TITLE_FILL, diagram
 
 cairosvg = pytest.importorskip("cairosvg", reason="needs cairosvg and libcairo2 (pip install pyguts[test])")
 # Pillow is a dependency of cairosvg itself (cairosvg needs it for raster images), so it is here too.

@@ -10,8 +10,9 @@ import textwrap
 
 import pytest
 
-from pyguts import _compat, _doctor, structs
-from pyguts._device_probe import NVCC_FALLBACKS
+from pyguts import _compat, doctor
+from pyguts.objects import structs
+from pyguts.device.probe import NVCC_FALLBACKS
 from pyguts.cli import main
 
 #: What the doctor must list, by section, in order (written out: dropping a component fails here).
@@ -82,7 +83,7 @@ def test_json_has_every_check_with_its_fields(capsys):
     assert [r["name"] for r in records] == ALL_NAMES
     assert [r["section"] for r in records] == [s for s, names in EXPECTED.items() for _ in names]
     for r in records:
-        assert set(r) == FIELDS and r["status"] in _doctor.STATUSES and r["found"], r
+        assert set(r) == FIELDS and r["status"] in doctor.STATUSES and r["found"], r
         assert r["status"] in ("ok", "info") or r["fix"], r
     by_name = {r["name"]: r for r in records}
     assert f"CPython {_compat.BUILD_NAME}" in by_name["layout rows"]["found"]
@@ -91,9 +92,9 @@ def test_json_has_every_check_with_its_fields(capsys):
 
 @pytest.mark.every_python
 def test_the_layout_rows_say_how_they_were_verified():
-    from pyguts import layouts
+    from pyguts.objects import layouts
 
-    found = {c.name: c for c in _doctor.checks(("core",))}
+    found = {c.name: c for c in doctor.checks(("core",))}
     rows = found["layout rows"]
     assert rows.status == "ok" and "compiler-verified against this version's headers" in rows.found
     assert (layouts.NEWEST >= _compat.VERSION >= layouts.OLDEST) and (_compat.VERSION, structs.BUILD) in \
@@ -103,13 +104,13 @@ def test_the_layout_rows_say_how_they_were_verified():
 
 
 def test_strict_fails_on_anything_missing_and_sections_select():
-    found = _doctor.checks(("core", "isolation"))
+    found = doctor.checks(("core", "isolation"))
     assert [c.name for c in found] == EXPECTED["core"] + EXPECTED["isolation"]
-    assert _doctor.exit_status(found) == 0
-    assert _doctor.exit_status(found, strict=True) == (0 if all(c.ok for c in found) else 1)
-    missing = _doctor.Check("gpu", "CuPy", "missing", "not installed", "pip install cupy")
-    assert _doctor.exit_status([*found, missing]) == 0 and _doctor.exit_status([*found, missing], strict=True) == 1
-    assert "1 missing (CuPy)" in _doctor.summary_line([*found, missing])
+    assert doctor.exit_status(found) == 0
+    assert doctor.exit_status(found, strict=True) == (0 if all(c.ok for c in found) else 1)
+    missing = doctor.Check("gpu", "CuPy", "missing", "not installed", "pip install cupy")
+    assert doctor.exit_status([*found, missing]) == 0 and doctor.exit_status([*found, missing], strict=True) == 1
+    assert "1 missing (CuPy)" in doctor.summary_line([*found, missing])
 
 
 @pytest.mark.every_python
@@ -127,13 +128,13 @@ def test_a_wrong_layout_in_use_breaks_the_core_and_exits_1(monkeypatch, capsys):
 
 
 #: As tests/unit/test_structs.py does: a bare pyguts package (its __init__ imports structs), then the
-#: bytes row loses ob_shash before pyguts.structs is first imported (by whatever runs next).
+#: bytes row loses ob_shash before pyguts.objects.structs is first imported (by whatever runs next).
 WRONG_BYTES_ROW = textwrap.dedent(f"""
     import dataclasses, sys, types
     pkg = types.ModuleType("pyguts")
     pkg.__path__ = [{os.path.dirname(structs.__file__)!r}]
     sys.modules["pyguts"] = pkg
-    import pyguts.layouts as L
+    import pyguts.objects.layouts as L
     L.ROWS = tuple(dataclasses.replace(r, fields=tuple(m for m in r.fields if m.name != "ob_shash"))
                    if r.model == "PyBytesObject" else r for r in L.ROWS)
 """)
@@ -167,7 +168,7 @@ def test_missing_compilers_say_so_with_the_fix_and_exit_0():
 
 
 def test_jemalloc_tls_status_follows_glibc_tunables():
-    if not _doctor._ldconfig().get("libjemalloc.so.2"):
+    if not doctor._ldconfig().get("libjemalloc.so.2"):
         pytest.skip("needs_jemalloc: libjemalloc.so.2 is not installed (apt-get install libjemalloc2)")
     runs = {}
     for label, env in (("no fix, no re-exec", _clean_env(PYGUTS_STATIC_TLS_REEXEC="1")),
@@ -188,10 +189,10 @@ def test_a_check_that_raises_is_a_broken_finding(monkeypatch):
     def boom() -> tuple:
         raise OSError("no /proc here")
 
-    monkeypatch.setattr(_doctor, "_pidfd", boom)
-    found = {c.name: c for c in _doctor.checks(("isolation",))}
+    monkeypatch.setattr(doctor, "_pidfd", boom)
+    found = {c.name: c for c in doctor.checks(("isolation",))}
     assert found["pidfd"].status == "broken" and "OSError: no /proc here" in found["pidfd"].found
-    assert found["fork"].status == "ok" and _doctor.exit_status(list(found.values())) == 0
+    assert found["fork"].status == "ok" and doctor.exit_status(list(found.values())) == 0
 
 
 @pytest.mark.every_python
@@ -206,12 +207,12 @@ def test_import_pyguts_survives_a_layout_mismatch_but_nothing_reads_memory():
         except LayoutMismatchError as exc:
             print("refused:", exc)
         try:
-            import pyguts.memory
+            import pyguts.objects.memory
         except LayoutMismatchError:
-            print("pyguts.memory refused too")
+            print("pyguts.objects.memory refused too")
     """)
     done = _doctor_subprocess("--section", "core", env=_clean_env(PYGUTS_STATIC_TLS_REEXEC="1"), prelude=prelude)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "refused: pyguts.view is unavailable: " in done.stdout and "bytes.__basicsize__" in done.stdout
-    assert "pyguts.memory refused too" in done.stdout
+    assert "pyguts.objects.memory refused too" in done.stdout
     assert "core BROKEN" in done.stdout.splitlines()[-1]

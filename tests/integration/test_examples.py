@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pyguts.alloc._registry import static_tls_environ
+from pyguts.alloc.registry import static_tls_environ
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 NOTEBOOK = EXAMPLES / "tour.ipynb"

@@ -12,7 +12,7 @@ import pytest
 
 import gpu_kernels
 from pyguts import device
-from pyguts._device_probe import gpu_reason, nvcc_path
+from pyguts.device.probe import gpu_reason, nvcc_path
 
 FAMILIES = gpu_kernels.names()
 NVCC = nvcc_path()

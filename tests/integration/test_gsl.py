@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pyguts import native
-from pyguts.isolate import isolate
+from pyguts.isolation import isolate
 
 pytestmark = [
     pytest.mark.every_python,
@@ -96,7 +96,7 @@ def test_dependency_opened_rtld_global(tmp_path):
     script = f"""
 import numpy as np, pytest
 from pyguts import native
-from pyguts.isolate import isolate
+from pyguts.isolation import isolate
 cdef = "double dot3(const double *x, const double *y);"
 with pytest.raises(OSError, match="cblas_ddot.*dependencies="):
     native.load({str(so)!r}, cdef, dependencies=())

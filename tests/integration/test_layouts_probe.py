@@ -11,7 +11,8 @@ import sysconfig
 
 import pytest
 
-from pyguts import _compat, layouts, structs
+from pyguts import _compat
+from pyguts.objects import layouts, structs
 
 PROBED_VERSIONS = [(3, 10), (3, 11), (3, 12), (3, 13), (3, 14), (3, 15)]
 

@@ -1,7 +1,7 @@
 """Front ends of pyguts.leaks: ``pyguts leaks MODULE:FUNCTION`` and ``@pytest.mark.no_leaks`` / ``--pyguts-leaks``.
 
 The CLI runs in-process through its own ``register``/``run`` and once through ``python -m pyguts``;
-the marker runs through ``pytester`` with the plugin module loaded by ``-p pyguts._pytest_leaks``.
+the marker runs through ``pytester`` with the plugin module loaded by ``-p pyguts.leaks.marker``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _spec = importlib.util.spec_from_file_location("_leaks_corpus_tests", HERE / "te
 _corpus_tests = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_corpus_tests)
 
-PLUGIN = ("-p", "pyguts._pytest_leaks")
+PLUGIN = ("-p", "pyguts.leaks.marker")
 
 pytestmark = pytest.mark.every_python
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 import pyguts.alloc as alloc
-from pyguts.alloc import _registry, _shim
+from pyguts.alloc import registry, shim
 from pyguts.errors import AllocatorUnavailable, UnsafeOperationError
 
-ALLOCATORS = list(_registry.SPECS)
+ALLOCATORS = list(registry.SPECS)
 
 
 def _loaded(name: str):
@@ -41,7 +41,7 @@ def name(request) -> str:
 
 
 def _counts(name: str) -> dict[str, int]:
-    return _shim.counts(alloc.load(name).ctx)
+    return shim.counts(alloc.load(name).ctx)
 
 
 # ---- registry -----------------------------------------------------------------------------------
@@ -59,18 +59,18 @@ def test_unknown_name_is_refused_with_the_known_names():
 
 
 def test_missing_library_names_the_debian_package():
-    spec = _registry.Spec("bogus", "libpyguts-bogus-allocator.so.9", "libpyguts-bogus9",
-                          _shim.FAMILY_PLAIN, dict(malloc="malloc"))
+    spec = registry.Spec("bogus", "libpyguts-bogus-allocator.so.9", "libpyguts-bogus9",
+                          shim.FAMILY_PLAIN, dict(malloc="malloc"))
     with pytest.raises(AllocatorUnavailable, match=r"apt-get install libpyguts-bogus9") as info:
-        _registry._load_spec(spec)
+        registry._load_spec(spec)
     assert isinstance(info.value, OSError) and "libpyguts-bogus-allocator.so.9" in str(info.value)
 
 
 def test_missing_symbol_is_refused():
-    spec = _registry.Spec("libc-odd", "libc.so.6", "libc6", _shim.FAMILY_PLAIN,
+    spec = registry.Spec("libc-odd", "libc.so.6", "libc6", shim.FAMILY_PLAIN,
                           dict(malloc="pyguts_no_such_malloc"))
     with pytest.raises(AllocatorUnavailable, match=r"symbol 'pyguts_no_such_malloc'"):
-        _registry._load_spec(spec)
+        registry._load_spec(spec)
 
 
 # ---- owned arrays ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 
 import gpu_kernels
 from pyguts import device
-from pyguts._device_probe import gpu_reason
+from pyguts.device.probe import gpu_reason
 from pyguts.errors import DeviceUnavailable, PygutsError
 
 NO_GPU = gpu_reason()
@@ -210,12 +210,12 @@ def test_tour_summary_shows_the_gpu_run_or_the_cpu_run_and_ptx():
         assert "GPU (" in text
     else:
         assert "GPU: not run:" in text
-        from pyguts._device_probe import nvcc_path
+        from pyguts.device.probe import nvcc_path
         if nvcc_path():
             assert ".target sm_80" in text and ".entry magnitude_f64" in text
 
 
-@pytest.mark.parametrize("name", ["pyguts.device", "pyguts._device_cai", "gpu_kernels"])
+@pytest.mark.parametrize("name", ["pyguts.device", "pyguts.device.cai", "gpu_kernels"])
 def test_docstring_examples_run(name):
     import doctest
     import importlib

@@ -1,4 +1,4 @@
-"""pyguts.diagrams: the records (boxes, rows, arrows) and the SVG text, without rendering pixels."""
+"""pyguts.objects.diagrams: the records (boxes, rows, arrows) and the SVG text, without rendering pixels."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pyguts import refs, structs
-from pyguts.diagrams import TYPE_FIELDS, Arrow, Box, Diagram, Row, diagram
+from pyguts.objects import refs, structs
+from pyguts.objects.diagrams import TYPE_FIELDS, Arrow, Box, Diagram, Row, diagram
 
 _PTR = structs.PyObject.ob_type.size
 _SVG = "{http://www.w3.org/2000/svg}"

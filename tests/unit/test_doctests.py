@@ -20,7 +20,7 @@ MODULES = sorted(
 
 
 def test_the_modules_with_examples_are_found():
-    assert {"pyguts", "pyguts.structs", "pyguts.diagrams", "pyguts.alloc", "gpu_kernels"} <= set(MODULES)
+    assert {"pyguts", "pyguts.objects.structs", "pyguts.objects.diagrams", "pyguts.alloc", "gpu_kernels"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

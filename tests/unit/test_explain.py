@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from pyguts import _compat
-from pyguts.explain import explain
+from pyguts.objects.explain import explain
 
 pytestmark = pytest.mark.every_python
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from pyguts.errors import ChildCrashed, IsolationUnavailable
-from pyguts.isolate import OUTPUT_TAIL_NBYTES, Outcome, isolate, isolated
+from pyguts.isolation import OUTPUT_TAIL_NBYTES, Outcome, isolate, isolated
 
 pytestmark = [pytest.mark.every_python, pytest.mark.crash_prone]
 
@@ -280,7 +280,7 @@ def test_timeout_must_be_positive():
 
 def test_missing_fork_raises_isolation_unavailable(monkeypatch):
     # pyguts.isolate the attribute is the function; the module is in sys.modules.
-    monkeypatch.setattr(sys.modules["pyguts.isolate"], "HAS_FORK", False)
+    monkeypatch.setattr(sys.modules["pyguts.isolation"], "HAS_FORK", False)
     with pytest.raises(IsolationUnavailable, match="needs os.fork"):
         isolate(int)
 

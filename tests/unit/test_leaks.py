@@ -11,7 +11,7 @@ import weakref
 import pytest
 
 from pyguts import leaks
-from pyguts._leaks_report import CLEAN, LEAK, UNDECIDED, AllocationSite, GrownObject, LeakReport, Signal
+from pyguts.leaks.report import CLEAN, LEAK, UNDECIDED, AllocationSite, GrownObject, LeakReport, Signal
 
 pytestmark = pytest.mark.every_python   # refcount semantics differ by version (immortal objects from 3.12)
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pyguts import _compat
-from pyguts.memory import nbytes_of, payload, view, view_address
-from pyguts.structs import PyBytesObject
+from pyguts.objects.memory import nbytes_of, payload, view, view_address
+from pyguts.objects.structs import PyBytesObject
 
 pytestmark = pytest.mark.every_python
 
@@ -42,7 +42,7 @@ def test_containers_view_only_their_struct():
 
 
 def test_static_type_objects_are_viewed_as_plain_type_structs():
-    from pyguts.structs import PyTypeObject
+    from pyguts.objects.structs import PyTypeObject
 
     assert view(int).nbytes == ctypes.sizeof(PyTypeObject)
 

@@ -9,8 +9,9 @@ import sys
 import pytest
 
 from pyguts import UnsafeOperationError, _compat
-from pyguts.isolate import isolate
-from pyguts.mutate import layout_difference, mutate, shared_reason, swap_type
+from pyguts.isolation import isolate
+from pyguts.objects.mutate import mutate, shared_reason
+from pyguts.objects.swap import layout_difference, swap_type
 
 pytestmark = pytest.mark.every_python
 
@@ -277,7 +278,7 @@ def test_importing_pyguts_leaves_ctypes_pythonapi_alone():
     # In a fresh interpreter: other libraries in this one (numba's CUDA driver) set argtypes themselves.
     import subprocess
 
-    code = ("import ctypes, pyguts, pyguts.mutate\n"
+    code = ("import ctypes, pyguts, pyguts.objects.mutate\n"
             "print([getattr(ctypes.pythonapi, n).argtypes for n in "
             "('Py_IncRef', 'Py_DecRef', 'PyObject_Free', 'PyObject_GC_Track')])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

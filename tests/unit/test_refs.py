@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from pyguts import _compat, refs
+from pyguts import _compat
+from pyguts.objects import refs
 from pyguts.errors import LayoutMismatchError
-from pyguts.refs import is_immortal, refcount, referrers
+from pyguts.objects.refs import is_immortal, refcount, referrers
 
 pytestmark = pytest.mark.every_python
 
@@ -126,9 +127,9 @@ def test_referrers_show_containers_and_not_the_call_itself():
 @pytest.mark.skipif(_compat.VERSION < (3, 14), reason="frames are read only on 3.14+")
 def test_the_argument_slot_found_by_its_contents_is_where_the_debug_offsets_say():
     # Past the layout table (no debug offsets to trust), refs finds localsplus by its contents.
-    from pyguts import _debug_offsets
+    from pyguts.objects import debug_offsets
 
-    assert refs._find_localsplus() == _debug_offsets.read().values["interpreter_frame.localsplus"] == refs._LOCALSPLUS
+    assert refs._find_localsplus() == debug_offsets.read().values["interpreter_frame.localsplus"] == refs._LOCALSPLUS
 
 
 HEADER_CASES = [(v, "default") for v in ((3, 12), (3, 13), (3, 14), (3, 15))] + \
@@ -139,8 +140,8 @@ HEADER_CASES = [(v, "default") for v in ((3, 12), (3, 13), (3, 14), (3, 15))] + 
                                                              for v, b in HEADER_CASES])
 def test_counts_and_immortality_of_hand_built_headers(version, build):
     """The split (free-threaded) and immortal refcount logic on headers built in memory, whatever runs."""
-    from pyguts import layouts
-    from pyguts.structs import build_models
+    from pyguts.objects import layouts
+    from pyguts.objects.structs import build_models
 
     rule = layouts.refcount_rule_for(version, build)
     h = build_models(version, build)["PyObject"]()   # zeroed

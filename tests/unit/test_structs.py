@@ -11,8 +11,9 @@ import textwrap
 
 import pytest
 
-from pyguts import _compat, layouts, structs
-from pyguts.structs import build_models, model_for, struct_of
+from pyguts import _compat
+from pyguts.objects import layouts, structs
+from pyguts.objects.structs import build_models, model_for, struct_of
 
 pytestmark = pytest.mark.every_python
 
@@ -95,7 +96,7 @@ def test_struct_of_reads_live_fields_and_keeps_the_object_alive():
 
 def _run(code: str) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter where ``pyguts`` is a bare package (its __init__, which
-    imports structs, does not run), so the code can patch facts before pyguts.structs loads."""
+    imports structs, does not run), so the code can patch facts before pyguts.objects.structs loads."""
     prelude = textwrap.dedent(f"""
         import sys, types
         pkg = types.ModuleType("pyguts")
@@ -110,7 +111,7 @@ def test_an_interpreter_older_than_the_table_is_refused():
         import pyguts._compat as c
         c.VERSION, c.BUILD_NAME = (3, 9), "3.9"
         try:
-            import pyguts.structs
+            import pyguts.objects.structs
         except Exception as exc:
             print(type(exc).__name__, exc)
     """)
@@ -123,7 +124,7 @@ def test_an_interpreter_older_than_the_table_is_refused():
 #: the real pyguts/__init__ imports. Prints what was enabled and refused, and whether the engines work.
 PRETEND_OLDER_TABLE = """
     import ctypes, dataclasses, json
-    import pyguts._compat as C, pyguts.layouts as L
+    import pyguts._compat as C, pyguts.objects.layouts as L
     prev = (C.VERSION[0], C.VERSION[1] - 1)
 
     def cut(rows):
@@ -138,7 +139,7 @@ PRETEND_OLDER_TABLE = """
     from pyguts.errors import LayoutMismatchError
     out = {}
     try:
-        from pyguts import structs
+        from pyguts.objects import structs
         out["refused"] = structs.REFUSED
         out["enabled"] = {name: [ctypes.sizeof(m), *[(f, getattr(m, f).offset, getattr(m, f).size)
                                                       for f in m._c_paths_]]
@@ -188,11 +189,11 @@ def test_a_wrong_row_is_caught_by_the_live_checks_not_used():
     # Drop ob_shash from the bytes row: every later field moves by 8 and the live checks must refuse.
     done = _run("""
         import dataclasses
-        import pyguts.layouts as L
+        import pyguts.objects.layouts as L
         L.ROWS = tuple(dataclasses.replace(r, fields=tuple(m for m in r.fields if m.name != "ob_shash"))
                        if r.model == "PyBytesObject" else r for r in L.ROWS)
         try:
-            import pyguts.structs
+            import pyguts.objects.structs
         except Exception as exc:
             print(type(exc).__name__, exc)
     """)

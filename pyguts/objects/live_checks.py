@@ -5,12 +5,12 @@ size) and compares it with what Python itself says: ``len``, ``hash``, ``id``, `
 ``__sizeof__``, the address of an exported C function. Reads stay inside the object (its
 ``__sizeof__``); no pointer read from memory is followed.
 
-:func:`verify` is used twice by :mod:`pyguts.structs`: inside the layout table no fact may be wrong
+:func:`verify` is used twice by :mod:`pyguts.objects.structs`: inside the layout table no fact may be wrong
 (else LayoutMismatchError); past the table they decide which models are enabled: those whose every
 field, and size, a fact or one of CPython's debug offsets confirms. A field no fact reads is still
 confirmed when it alone fills the gap between two confirmed neighbours.
 
->>> from pyguts import structs
+>>> from pyguts.objects import structs
 >>> verify(structs.MODELS).wrong
 []
 """
@@ -25,9 +25,10 @@ import threading
 import weakref
 from dataclasses import dataclass, field
 
-from pyguts import _compat, layouts
+from pyguts import _compat
 
 #: Stands for "sizeof(model)" among a model's verified fields.
+from pyguts.objects import layouts
 SIZE = "sizeof"
 _OUTSIDE = "<past the end of the object>"
 
@@ -339,12 +340,12 @@ def _fill_gaps(model: type, confirmed: set) -> None:
 
 def verify(models: dict[str, type], debug=None) -> Verdict:
     """Check ``models`` (name -> ctypes class, each model's fields flat) against the running
-    interpreter, and against ``debug`` (a :class:`pyguts._debug_offsets.DebugOffsets`) if given."""
+    interpreter, and against ``debug`` (a :class:`pyguts.objects.debug_offsets.DebugOffsets`) if given."""
     f = _Facts(models)
     for facts in (_header_facts, _value_facts, _str_facts, _type_facts):
         facts(f)
     if debug is not None:
-        from pyguts._debug_offsets import field_facts
+        from pyguts.objects.debug_offsets import field_facts
 
         for model, name, published, mine in field_facts(debug, models):
             f._judge(model, name or SIZE, published == mine, f"{mine}, but _Py_DebugOffsets says {published}")

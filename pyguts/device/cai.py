@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pyguts._device_probe import require_cupy
+from pyguts.device.probe import require_cupy
 
 #: CAI v3 ``stream`` values with a fixed meaning.
 LEGACY_DEFAULT_STREAM, PER_THREAD_DEFAULT_STREAM = 1, 2

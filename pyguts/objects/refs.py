@@ -30,9 +30,10 @@ import ctypes
 import gc
 import sys
 
-from pyguts import _compat, _debug_offsets, layouts
+from pyguts import _compat
+from pyguts.objects import debug_offsets, layouts
 from pyguts.errors import LayoutMismatchError
-from pyguts.structs import BUILD, MODELS
+from pyguts.objects.structs import BUILD, MODELS
 
 _RULE = layouts.refcount_rule_for(min(_compat.VERSION, layouts.NEWEST), BUILD)
 _Header = MODELS["PyObject"]
@@ -121,7 +122,7 @@ if _STACKREFS:
     # (Include/internal/pycore_frame.h); there, localsplus[0] is the first argument: CPython's debug
     # offsets say where, else (past the table) it is found by its contents.
     _F_FRAME = ctypes.sizeof(_Header) + _compat.POINTER_SIZE
-    _offsets = _debug_offsets.read()
+    _offsets = debug_offsets.read()
     _LOCALSPLUS = _offsets.values["interpreter_frame.localsplus"] if _offsets is not None else _find_localsplus()
     del _offsets
 

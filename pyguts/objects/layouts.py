@@ -4,7 +4,7 @@ Each :class:`Row` gives one C struct for the interpreters in ``[since, until)`` 
 ("default", "freethreaded" or "any"), as its members in declaration order, and cites the header
 it was read from. A member whose type names another row is flattened into the enclosing model
 (its members keep their own names; their C path gets the member as prefix), exactly as C lays
-out a nested struct. :mod:`pyguts.structs` turns the rows for one interpreter into ctypes
+out a nested struct. :mod:`pyguts.objects.structs` turns the rows for one interpreter into ctypes
 classes; ``tests/integration/test_layouts_probe.py`` checks every row against the C compiler's
 ``offsetof``/``sizeof`` on that interpreter's own headers.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Models pyguts exposes as ``pyguts.structs.<Name>``; other rows are building blocks.
+#: Models pyguts exposes as ``pyguts.objects.structs.<Name>``; other rows are building blocks.
 PUBLIC_MODELS = (
     "PyObject", "PyVarObject", "PyBytesObject", "PyByteArrayObject", "PyLongObject",
     "PyFloatObject", "PyComplexObject", "PyTupleObject", "PyListObject", "PyDictObject",
@@ -32,7 +32,7 @@ PUBLIC_MODELS = (
 OPTIONAL_MODELS = ("PyFrozenDictObject",)
 
 #: Oldest and newest minor versions the table covers (newest inclusive). A newer interpreter gets
-#: the newest rows as candidates, each model enabled only once checked live (see pyguts.structs).
+#: the newest rows as candidates, each model enabled only once checked live (see pyguts.objects.structs).
 OLDEST = (3, 10)
 NEWEST = (3, 15)
 

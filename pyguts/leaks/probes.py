@@ -3,7 +3,7 @@
 Each probe returns an ``int`` or ``None`` when the platform lacks it; none of them keeps a file
 descriptor open between calls, so the fd count is not disturbed by reading it.
 
->>> from pyguts._leaks_probe import open_fd_count, rss_nbytes
+>>> from pyguts.leaks.probes import open_fd_count, rss_nbytes
 >>> open_fd_count() is None or open_fd_count() > 0
 True
 >>> rss_nbytes() is None or rss_nbytes() > 0

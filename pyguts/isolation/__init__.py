@@ -4,7 +4,7 @@
 :class:`Outcome`: the value, the child's exception, or the signal that killed it with the child's
 faulthandler text, plus the tails of what the child wrote to its fds 1 and 2 (C output included).
 
->>> from pyguts.isolate import isolate
+>>> from pyguts.isolation import isolate
 >>> isolate(pow, 2, 10).unwrap()
 1024
 >>> import os
@@ -37,7 +37,7 @@ try:
 except ImportError:  # Windows: no fork either, isolate() raises IsolationUnavailable
     fcntl = None  # type: ignore[assignment]
 
-from pyguts._isolate_child import _DUMP_SIGNAL, _HEADER, _LENGTH, _child_main, _child_streams, _libc_fflush, _try_pickle
+from pyguts.isolation.child import _DUMP_SIGNAL, _HEADER, _LENGTH, _child_main, _child_streams, _libc_fflush, _try_pickle
 from pyguts._compat import HAS_FORK
 from pyguts.errors import ChildCrashed, IsolationUnavailable
 

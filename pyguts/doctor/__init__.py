@@ -31,9 +31,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pyguts import _compat, _device_probe as probe
+from pyguts import _compat
 
 #: Section names in the order they are checked and printed.
+from pyguts.device import probe as probe
 SECTIONS = ("core", "compilers", "allocators", "libraries", "gpu", "isolation")
 #: Values of :attr:`Check.status`; "info" is an optional extra, reported without judgement.
 STATUSES = ("ok", "missing", "broken", "info")
@@ -81,7 +82,7 @@ def _run(section: str, name: str, fn: Callable[[], tuple]) -> Check:
 # --- core ------------------------------------------------------------------------------------------
 
 def _interpreter() -> tuple:
-    from pyguts import layouts
+    from pyguts.objects import layouts
 
     build = "free-threaded (GIL disabled)" if _compat.GIL_DISABLED else "GIL enabled"
     flags = "".join((", debug build" if _compat.DEBUG_BUILD else "", ", Py_TRACE_REFS" if _compat.TRACE_REFS else ""))
@@ -94,19 +95,19 @@ def _interpreter() -> tuple:
 
 
 def _layout_rows() -> tuple:
-    from pyguts import _debug_offsets, layouts
+    from pyguts.objects import debug_offsets, layouts
 
     build = "freethreaded" if _compat.GIL_DISABLED else "default"
     table = min(_compat.VERSION, layouts.NEWEST)
     rows = layouts.rows_for(table, build)  # LookupError: reported as broken by _run
     extra = {"rows": {name: "%d.%d-%s %s" % (*row.since, "%d.%d" % row.until if row.until else "now", row.header)
                       for name, row in sorted(rows.items())}}
-    debug = " and checked against CPython's _Py_DebugOffsets" if _debug_offsets.read() else ""
+    debug = " and checked against CPython's _Py_DebugOffsets" if debug_offsets.read() else ""
     if _compat.VERSION > layouts.NEWEST:
         return ("info", f"CPython {_compat.BUILD_NAME} is newer than the layout table (ends at %d.%d): its rows are "
                         f"candidates, each model used only once the live checks{debug} confirm every field"
                 % layouts.NEWEST, "update pyguts; `pyguts doctor --json` lists the refused models", extra)
-    found = f"{len(rows)} rows for CPython {_compat.BUILD_NAME} ({build}) from pyguts/layouts.py"
+    found = f"{len(rows)} rows for CPython {_compat.BUILD_NAME} ({build}) from pyguts/objects/layouts.py"
     if (_compat.VERSION, build) in layouts.COMPILER_VERIFIED:
         return "ok", found + f"; compiler-verified against this version's headers{debug}", "", extra
     return ("info", found + f"; NOT compiler-verified on this version (live-checked{debug})",
@@ -115,17 +116,17 @@ def _layout_rows() -> tuple:
 
 
 def _live_layout() -> tuple:
-    from pyguts import _debug_offsets, _live_checks
+    from pyguts.objects import debug_offsets, live_checks
     from pyguts.errors import LayoutMismatchError
 
     try:
-        from pyguts import structs  # importing runs the live checks once
+        from pyguts.objects import structs  # importing runs the live checks once
     except LayoutMismatchError as exc:
         return "broken", f"LayoutMismatchError: {exc}", FIX_REPORT_LAYOUT
     # ... and again now, against the models in use
     in_use = {name: m for name, m in structs.MODELS.items() if not isinstance(m, structs.RefusedModel)}
-    debug = _debug_offsets.read()
-    verdict = _live_checks.verify(in_use, debug)
+    debug = debug_offsets.read()
+    verdict = live_checks.verify(in_use, debug)
     if verdict.wrong:
         return "broken", "LayoutMismatchError: " + "; ".join(verdict.wrong), FIX_REPORT_LAYOUT
     found = (f"{len(in_use)} models agree with the running interpreter (live facts: sizes, type slots, known "
@@ -141,21 +142,21 @@ def _numpy_handler_api() -> tuple:
         import numpy
     except Exception as exc:  # noqa: BLE001 - any import failure means the same fix
         return "broken", f"numpy does not import: {type(exc).__name__}: {exc}", FIX_NUMPY
-    from pyguts.alloc import _handler
+    from pyguts.alloc import handler
 
     try:
-        _handler._api_functions()
+        handler.api_functions()
     except Exception as exc:  # noqa: BLE001 - RuntimeError (table differs), AttributeError (no _ARRAY_API)
         return "broken", f"numpy {numpy.__version__}: NEP 49 handler API unusable: {exc}", FIX_NUMPY
     return ("ok", f"numpy {numpy.__version__}: PyDataMem_SetHandler/GetHandler at C API slots "
-                  f"{_handler.SET_HANDLER_SLOT}/{_handler.GET_HANDLER_SLOT}")
+                  f"{handler.SET_HANDLER_SLOT}/{handler.GET_HANDLER_SLOT}")
 
 
 # --- compilers -------------------------------------------------------------------------------------
 
 def _compiler(language: str, label: str) -> tuple:
     from pyguts import native
-    from pyguts._native_build import find_compiler
+    from pyguts.native.compiler import find_compiler
     from pyguts.errors import BuildError
 
     try:
@@ -188,7 +189,7 @@ def _nvcc() -> tuple:
         return "missing", f"{tool.detail}; but no host compiler (g++/gcc) on PATH, which nvcc needs even for PTX", \
             "apt-get install g++ (or pass nvcc -ccbin)"
     stat = os.stat(path)
-    from pyguts._native_build import cache_dir
+    from pyguts.native.compiler import cache_dir
 
     key = repr((path, stat.st_mtime_ns, stat.st_size, host, os.stat(host).st_mtime_ns, PTX_ARCH, _PROBE_CU))
     key = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -242,7 +243,7 @@ def _mapped_path(soname: str) -> str:
 def _allocator(name: str) -> Callable[[], tuple]:
     def check() -> tuple:
         from pyguts import alloc
-        from pyguts.alloc._registry import SPECS
+        from pyguts.alloc.registry import SPECS
         from pyguts.errors import AllocatorUnavailable, BuildError
 
         spec = SPECS[name]
@@ -263,7 +264,7 @@ def _allocator(name: str) -> Callable[[], tuple]:
                     spec.install_hint()
             where = _ldconfig().get(found[0]) if found else spec.soname
             return "missing", f"found at {where} but not loadable in this process: {text}", (
-                alloc._registry.STATIC_TLS_FIX if "static TLS" in text else spec.install_hint())
+                alloc.registry.STATIC_TLS_FIX if "static TLS" in text else spec.install_hint())
         soname = alloc.load(name).soname
         if soname is None:
             return "ok", f"{spec.doc}; loaded, 64-byte round trip ok" + _thp_mode(spec.huge)
@@ -282,7 +283,7 @@ def _thp_mode(huge: bool) -> str:
 
 
 def _jemalloc_tls() -> tuple:
-    from pyguts.alloc import _registry as registry
+    from pyguts.alloc import registry
 
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     preload = os.environ.get("LD_PRELOAD", "")
@@ -387,7 +388,7 @@ def _pidfd() -> tuple:
 
 
 def _isolate_round_trip() -> tuple:
-    from pyguts.isolate import isolate
+    from pyguts.isolation import isolate
 
     if not _compat.HAS_FORK:
         return "missing", "needs os.fork", "use Linux or macOS for crash isolation"
@@ -405,7 +406,7 @@ def _segfault() -> bytes:
 
 
 def _faulthandler() -> tuple:
-    from pyguts.isolate import isolate
+    from pyguts.isolation import isolate
 
     if not _compat.HAS_FORK:
         return "missing", "needs os.fork", "use Linux or macOS for crash isolation"
@@ -419,7 +420,7 @@ def _faulthandler() -> tuple:
 # --- assembly --------------------------------------------------------------------------------------
 
 def _table() -> dict[str, list[tuple[str, Callable[[], tuple]]]]:
-    from pyguts.alloc._registry import SPECS
+    from pyguts.alloc.registry import SPECS
 
     return {
         "core": [("interpreter", _interpreter), ("layout rows", _layout_rows),

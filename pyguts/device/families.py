@@ -24,9 +24,9 @@ import numpy as np
 
 import gpu_kernels
 from pyguts import native
-from pyguts._device_cai import DevicePointer, pointer
-from pyguts._device_probe import FIX_NVCC, nvcc_path
-from pyguts._native_call import Param, _array_dtypes, _check_dtype, _where, param_info, signature
+from pyguts.device.cai import DevicePointer, pointer
+from pyguts.device.probe import FIX_NVCC, nvcc_path
+from pyguts.native.calls import Param, array_dtypes, check_dtype, argument_text, param_info, signature
 from pyguts.errors import BuildError
 
 #: Threads per block when the caller names none (a multiple of the warp size, <= REDUCE_MAX_BLOCK).
@@ -91,7 +91,7 @@ def _parse(family: str, text: str) -> dict[str, Kernel]:
         scalars = {}
         for p in sig.params:
             if p.kind == "scalar":
-                dtype = _array_dtypes(ffi, p.ctype)[0]
+                dtype = array_dtypes(ffi, p.ctype)[0]
                 scalars[p.name] = (dtype, np.iinfo(dtype) if dtype.kind in "iu" else None)
         tied = {p.name: [a for a, n in ties.items() if n == p.name] for p in sig.params if p.kind == "scalar"}
         fillable = frozenset(n for n in ties.values() if not n.isdigit())
@@ -138,7 +138,7 @@ def plan(kernel: Kernel, args: tuple[Any, ...], *, grid: int | None = None, bloc
         elif p.kind == "scalar":
             out.append(value)
         else:
-            raise TypeError(f"{_where(_Sig(kernel), p)} has C type '{p.ctype.cname}', which launch() "
+            raise TypeError(f"{argument_text(_Sig(kernel), p)} has C type '{p.ctype.cname}', which launch() "
                             f"cannot pass; kernels take arrays and numbers")
     counts: dict[str, int] = {}
     for i, p in enumerate(params):
@@ -157,7 +157,7 @@ def plan(kernel: Kernel, args: tuple[Any, ...], *, grid: int | None = None, bloc
     for array, count in kernel.lengths.items():
         need = int(count) if count.isdigit() else counts.get(count)
         if array in sizes and need is not None and sizes[array] < need:
-            raise ValueError(f"{_where(_Sig(kernel), _param(kernel, array))} must have at least "
+            raise ValueError(f"{argument_text(_Sig(kernel), _param(kernel, array))} must have at least "
                              f"{need} elements ({array}={count} in {kernel.family}.cu), got "
                              f"{sizes[array]}; pass a longer array or a smaller {count}")
     block = DEFAULT_BLOCK if block is None else int(block)
@@ -176,7 +176,7 @@ class _Sig:  # the sliver of pyguts.native's Signature that its message helpers 
         self.name, self.params = kernel.name, kernel.params
 
 
-class _DtypeOf:  # what _check_dtype reads from an array: its dtype
+class _DtypeOf:  # what check_dtype reads from an array: its dtype
     def __init__(self, dtype: np.dtype) -> None:
         self.dtype = dtype
 
@@ -189,20 +189,20 @@ def _device_array(kernel: Kernel, p: Param, value: Any) -> DevicePointer:
     sig = _Sig(kernel)
     cname = ("const " if p.const else "") + p.ctype.cname
     if value is None:
-        raise TypeError(f"{_where(sig, p)} must be a device array for '{cname}', got None")
+        raise TypeError(f"{argument_text(sig, p)} must be a device array for '{cname}', got None")
     try:
         dp = pointer(value)
     except TypeError as exc:
-        raise TypeError(f"{_where(sig, p)} for '{cname}': {exc}") from None
-    _check_dtype(kernel.ffi, sig, p, _DtypeOf(dp.dtype))
+        raise TypeError(f"{argument_text(sig, p)} for '{cname}': {exc}") from None
+    check_dtype(kernel.ffi, sig, p, _DtypeOf(dp.dtype))
     if not dp.c_contiguous:
-        raise ValueError(f"{_where(sig, p)} must be C-contiguous to be passed as '{cname}', got "
+        raise ValueError(f"{argument_text(sig, p)} must be C-contiguous to be passed as '{cname}', got "
                          f"strides {dp.strides} for shape {dp.shape}; pass cupy.ascontiguousarray({p.name})")
     if dp.addr % p.align:
-        raise ValueError(f"{_where(sig, p)} must be aligned to {p.align} bytes for '{cname}', got "
+        raise ValueError(f"{argument_text(sig, p)} must be aligned to {p.align} bytes for '{cname}', got "
                          f"address 0x{dp.addr:x}; pass {p.name}.copy()")
     if dp.readonly and not p.const:
-        raise ValueError(f"{_where(sig, p)} must be writable: '{cname}' is not const, so the kernel "
+        raise ValueError(f"{argument_text(sig, p)} must be writable: '{cname}' is not const, so the kernel "
                          f"writes to it, got a read-only device array; pass {p.name}.copy()")
     return dp
 
@@ -210,14 +210,14 @@ def _device_array(kernel: Kernel, p: Param, value: Any) -> DevicePointer:
 def _scalar(kernel: Kernel, p: Param, value: Any) -> Any:
     dtype, info = kernel.scalars[p.name]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{_where(_Sig(kernel), p)} must be a number for C '{p.ctype.cname}', got "
+        raise TypeError(f"{argument_text(_Sig(kernel), p)} must be a number for C '{p.ctype.cname}', got "
                         f"{type(value).__name__} {value!r}; pass an int or float")
     if dtype.kind in "iu":
         if not float(value).is_integer():
-            raise TypeError(f"{_where(_Sig(kernel), p)} must be an integer for C '{p.ctype.cname}', "
+            raise TypeError(f"{argument_text(_Sig(kernel), p)} must be an integer for C '{p.ctype.cname}', "
                             f"got {value!r}; pass int({p.name})")
         if not info.min <= int(value) <= info.max:
-            raise OverflowError(f"{_where(_Sig(kernel), p)} must lie in [{info.min}, {info.max}] for "
+            raise OverflowError(f"{argument_text(_Sig(kernel), p)} must lie in [{info.min}, {info.max}] for "
                                 f"C '{p.ctype.cname}', got {value!r}")
         return dtype.type(int(value))
     return dtype.type(value)
@@ -249,7 +249,7 @@ class CpuFamily:
             index = [p.name for p in spec.params].index(array)
             value = args[index] if index < len(args) else None
             if isinstance(value, np.ndarray) and value.size < int(count):
-                raise ValueError(f"{_where(_Sig(spec), spec.params[index])} must have at least {count} "
+                raise ValueError(f"{argument_text(_Sig(spec), spec.params[index])} must have at least {count} "
                                  f"elements ({array}={count} in {self.family}.cu), got {value.size}; "
                                  f"pass a longer array")
         call = self.library.functions[f"pyguts_cpu_{kname}"]

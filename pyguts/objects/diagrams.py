@@ -20,10 +20,10 @@ from collections import deque
 from dataclasses import dataclass
 from html import escape
 
-from pyguts import refs
+from pyguts.objects import refs
 from pyguts.errors import LayoutMismatchError
-from pyguts.explain import FieldInfo, explain
-from pyguts.structs import MODELS
+from pyguts.objects.explain import FieldInfo, explain
+from pyguts.objects.structs import MODELS
 
 #: Fields of a PyTypeObject shown in a type's box; the rest are summarised in one row.
 TYPE_FIELDS = ("ob_refcnt", "ob_ref_local", "ob_ref_shared", "ob_type", "tp_name", "tp_basicsize", "tp_itemsize",

@@ -27,9 +27,9 @@ from typing import Any, Callable, Iterable
 
 import cffi
 
-from pyguts._native_build import CHECK_PREFIX, DEFAULT_FLAGS, MISALIGNED_HOOK, build_module, cache_dir, parse_cdef
-from pyguts._native_call import make_wrapper, misaligned_error, param_info, signature
-from pyguts._native_ptr import Callback, Pointer, address_of, callback, park, pointer, raise_pending
+from pyguts.native.compiler import CHECK_PREFIX, DEFAULT_FLAGS, MISALIGNED_HOOK, build_module, cache_dir, parse_cdef
+from pyguts.native.calls import make_wrapper, misaligned_error, param_info, signature
+from pyguts.native.pointers import Callback, Pointer, address_of, callback, park, pointer, raise_pending
 from pyguts.errors import BuildError, NativeError
 
 __all__ = ["DEFAULT_FLAGS", "BuildError", "Callback", "Library", "NativeError", "Pointer",

@@ -3,7 +3,7 @@
 The records hold strings and numbers only, never the objects measured, so a report can be kept
 without keeping anything alive. They can be built by hand:
 
->>> from pyguts._leaks_report import LeakReport, Signal
+>>> from pyguts.leaks.report import LeakReport, Signal
 >>> r = LeakReport(function="f", leaking=True, decided=True, kinds=("fd",), calls_per_round=2, rounds=3,
 ...                calls=10, elapsed_ms=1.0, signals=(Signal("fds", "fd", (2, 2, 2), 2, 1.0, "leak"),))
 >>> r.growth["fds"]

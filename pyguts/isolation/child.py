@@ -1,4 +1,4 @@
-"""The child side of :func:`pyguts.isolate.isolate`: redirect fds, call, frame the result, exit.
+"""The child side of :func:`pyguts.isolation.isolate`: redirect fds, call, frame the result, exit.
 
 Runs only in a forked child (apart from the framing constants, which the parent decodes with).
 """

@@ -26,8 +26,8 @@ import ctypes
 import threading
 from typing import Iterator
 
-from pyguts.alloc import _registry, _shim
-from pyguts.alloc._registry import Allocator
+from pyguts.alloc import registry, shim
+from pyguts.alloc.registry import Allocator
 
 #: Slots of numpy's ``_ARRAY_API`` table (``numpy/__multiarray_api.h``, NEP 49, numpy >= 1.22).
 SET_HANDLER_SLOT = 304
@@ -63,7 +63,7 @@ def _multiarray():
     return m
 
 
-def _api_functions():
+def api_functions():
     """PyDataMem_SetHandler/GetHandler from numpy's C API table, checked before first use."""
     global _set_handler, _get_handler
     if _set_handler is None:
@@ -90,11 +90,11 @@ def capsule(allocator: str | Allocator):
     >>> type(capsule("libc")).__name__
     'PyCapsule'
     """
-    alloc = _registry.load(allocator)
+    alloc = registry.load(allocator)
     with _LOCK:
         cap = _CAPSULES.get(alloc.name)
         if cap is None:
-            lib = _shim.shim()
+            lib = shim.shim()
             handler = lib.pg_handler_new((NAME_PREFIX + alloc.name).encode(), alloc.ctx)
             if not handler:
                 raise MemoryError(f"allocating the NEP 49 handler for {alloc.name!r} failed")
@@ -129,9 +129,9 @@ def use(allocator: str | Allocator) -> Iterator[Allocator]:
     >>> alloc.name, handler_name(b), current_handler_name()
     ('mmap', 'pyguts-mmap', 'default_allocator')
     """
-    alloc = _registry.load(allocator)
+    alloc = registry.load(allocator)
     cap = capsule(alloc)
-    set_handler, _ = _api_functions()
+    set_handler, _ = api_functions()
     previous = set_handler(cap)
     try:
         yield alloc

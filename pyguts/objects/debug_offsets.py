@@ -17,7 +17,8 @@ import functools
 import sys
 from dataclasses import dataclass
 
-from pyguts import _compat, layouts
+from pyguts import _compat
+from pyguts.objects import layouts
 
 COOKIE = b"xdebugpy"
 

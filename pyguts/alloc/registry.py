@@ -18,7 +18,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
-from pyguts.alloc import _shim
+from pyguts.alloc import shim
 from pyguts.errors import AllocatorUnavailable
 
 #: What fixes Debian's libjemalloc2 "cannot allocate memory in static TLS block" at dlopen().
@@ -108,26 +108,26 @@ _MALLOC_ROLES = ("malloc", "calloc", "realloc", "free", "memalign", "zalign")
 
 #: The registry: one row per allocator name.
 SPECS: dict[str, Spec] = {spec.name: spec for spec in (
-    Spec("jemalloc", "libjemalloc.so.2", "libjemalloc2", _shim.FAMILY_JEMALLOC,
+    Spec("jemalloc", "libjemalloc.so.2", "libjemalloc2", shim.FAMILY_JEMALLOC,
          dict(malloc="malloc", calloc="calloc", realloc="realloc", free="free",
               memalign="aligned_alloc", zalign="mallocx", mallctl="mallctl"),
          doc="jemalloc 5 (unprefixed symbols, called through its own handle)"),
     # Debian ships mimalloc 3 (trixie's successors) or 2 (bookworm); the symbols pyguts uses are in both.
-    Spec("mimalloc", "libmimalloc.so.3", "libmimalloc3", _shim.FAMILY_MIMALLOC,
+    Spec("mimalloc", "libmimalloc.so.3", "libmimalloc3", shim.FAMILY_MIMALLOC,
          dict(malloc="mi_malloc", calloc="mi_calloc", realloc="mi_realloc", free="mi_free",
               memalign="mi_aligned_alloc", zalign="mi_zalloc_aligned", process_info="mi_process_info"),
          doc="Microsoft mimalloc (3 or 2)", also=(("libmimalloc.so.2", "libmimalloc2.0"),)),
-    Spec("tcmalloc", "libtcmalloc_minimal.so.4", "libtcmalloc-minimal4", _shim.FAMILY_PLAIN,
+    Spec("tcmalloc", "libtcmalloc_minimal.so.4", "libtcmalloc-minimal4", shim.FAMILY_PLAIN,
          dict(malloc="tc_malloc", calloc="tc_calloc", realloc="tc_realloc", free="tc_free",
               memalign="tc_memalign", numeric_property="MallocExtension_GetNumericProperty"),
          doc="gperftools tcmalloc_minimal", also=(("libtcmalloc_minimal.so.4", "libtcmalloc-minimal4t64"),)),
-    Spec("libc", "libc.so.6", "libc6", _shim.FAMILY_PLAIN,
+    Spec("libc", "libc.so.6", "libc6", shim.FAMILY_PLAIN,
          dict(malloc="malloc", calloc="calloc", realloc="realloc", free="free",
               memalign="aligned_alloc", mallinfo2="mallinfo2"),
          doc="the C library's malloc (glibc ptmalloc)"),
-    Spec("mmap", None, None, _shim.FAMILY_MMAP,
+    Spec("mmap", None, None, shim.FAMILY_MMAP,
          doc="anonymous mmap per allocation: page-aligned, returned to the OS on free"),
-    Spec("mmap-huge", None, None, _shim.FAMILY_MMAP, huge=True,
+    Spec("mmap-huge", None, None, shim.FAMILY_MMAP, huge=True,
          doc="mmap + madvise(MADV_HUGEPAGE): transparent huge pages where the kernel allows"),
 )}
 
@@ -200,7 +200,7 @@ def _load_spec(spec: Spec) -> Allocator:
             raise AllocatorUnavailable(
                 f"allocator {spec.name!r} needs symbol {sym!r} in {soname}, which lacks it; "
                 f"{spec.install_hint()} (a current release) or pick another allocator") from exc
-    ctx = _shim.shim().pg_ctx_new(*(addrs[r] or 0 for r in _MALLOC_ROLES), spec.family, int(spec.huge))
+    ctx = shim.shim().pg_ctx_new(*(addrs[r] or 0 for r in _MALLOC_ROLES), spec.family, int(spec.huge))
     if not ctx:
         raise MemoryError(f"allocating the pyguts context for {spec.name!r} failed")
     return Allocator(spec.name, spec, library, ctx, soname)

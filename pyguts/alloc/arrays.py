@@ -21,7 +21,7 @@ import operator
 
 import numpy as np
 
-from pyguts.alloc import _registry, _shim
+from pyguts.alloc import registry, shim
 from pyguts.errors import UnsafeOperationError
 
 #: The least alignment handed to an allocator: what malloc guarantees on x86-64 / aarch64.
@@ -42,7 +42,7 @@ class Block:
         setter = object.__setattr__
         setter(self, "_allocator", allocator)
         setter(self, "_ctx", ctx)
-        setter(self, "_free", _shim.shim().pg_owned_free)  # held: module globals vanish at exit
+        setter(self, "_free", shim.shim().pg_owned_free)  # held: module globals vanish at exit
         setter(self, "_addr", addr)
         setter(self, "_nbytes", nbytes)
         setter(self, "_alignment", alignment)
@@ -107,9 +107,9 @@ def _alloc(shape, dtype, allocator, alignment, zero: bool) -> np.ndarray:
     if alignment < 1 or alignment & (alignment - 1):
         raise ValueError(f"alignment must be a power of two in bytes, got {alignment!r}; e.g. 64")
     nbytes = math.prod(dims) * dt.itemsize  # elements -> bytes, never bytes-as-elements
-    alloc = _registry.load(allocator)
+    alloc = registry.load(allocator)
     align = max(alignment, MIN_ALIGNMENT, dt.alignment)
-    addr = _shim.shim().pg_owned_alloc(alloc.ctx, nbytes, align, int(zero))
+    addr = shim.shim().pg_owned_alloc(alloc.ctx, nbytes, align, int(zero))
     if not addr:
         raise MemoryError(f"allocator {alloc.name!r} could not provide {nbytes} bytes aligned to {align}; "
                           "ask for less or another allocator")

@@ -1,4 +1,4 @@
-"""ctypes models of CPython objects, built from :mod:`pyguts.layouts` for the running interpreter.
+"""ctypes models of CPython objects, built from :mod:`pyguts.objects.layouts` for the running interpreter.
 
 Every field sits flat under its C member name, so ``PyBytesObject.ob_refcnt.offset`` is
 ``offsetof(PyBytesObject, ob_base.ob_base.ob_refcnt)``; ``Model._c_paths_`` maps each flat name
@@ -7,7 +7,7 @@ to that C path. Importing this module checks the models against the live interpr
 instead of guessing. On a CPython newer than the table, a model is used only once every field is
 confirmed live; the others stand as :class:`RefusedModel` (reasons in ``REFUSED``).
 
->>> from pyguts import structs
+>>> from pyguts.objects import structs
 >>> structs.PyBytesObject.ob_size.offset, structs.PyBytesObject.ob_sval.offset
 (16, 32)
 >>> struct_of(b"Hello, world!").ob_size
@@ -20,7 +20,8 @@ import builtins
 import ctypes
 from typing import Any
 
-from pyguts import _compat, _debug_offsets, _live_checks, layouts
+from pyguts import _compat
+from pyguts.objects import debug_offsets, live_checks, layouts
 from pyguts.errors import LayoutMismatchError
 
 _SCALARS: dict[str, Any] = {
@@ -131,7 +132,7 @@ def _candidates() -> dict[str, type]:
 def _check(models: dict[str, type]) -> tuple[dict[str, type], dict[str, str]]:
     """(models in use, refused model -> reason). Inside the table every live fact and debug offset
     must agree; past it, a model is used only when every field and its size were confirmed."""
-    verdict = _live_checks.verify(models, _debug_offsets.read())
+    verdict = live_checks.verify(models, debug_offsets.read())
     if _compat.VERSION <= layouts.NEWEST:
         if verdict.wrong:
             raise LayoutMismatchError(

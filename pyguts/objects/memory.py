@@ -18,8 +18,9 @@ import operator
 
 import numpy as np
 
-from pyguts import _compat, layouts
-from pyguts.structs import MODELS, str_state
+from pyguts import _compat
+from pyguts.objects import layouts
+from pyguts.objects.structs import MODELS, str_state
 
 #: Highest address + 1 a view may reach on this machine.
 _ADDRESS_LIMIT = 1 << (8 * _compat.POINTER_SIZE)

@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 
 import gpu_kernels
-from pyguts._device_cai import DevicePointer, from_pointer, pointer, wait_for
-from pyguts._device_kernels import (ARCHES, DEFAULT_BLOCK, CpuFamily, Kernel, cpu_reference, kernels,
+from pyguts.device.cai import DevicePointer, from_pointer, pointer, wait_for
+from pyguts.device.families import (ARCHES, DEFAULT_BLOCK, CpuFamily, Kernel, cpu_reference, kernels,
                                     plan, ptx)
-from pyguts._device_probe import driver, gpu_reason, require_cupy
+from pyguts.device.probe import driver, gpu_reason, require_cupy
 from pyguts.errors import BuildError, DeviceUnavailable
 
 __all__ = ["ARCHES", "DEFAULT_BLOCK", "CpuFamily", "DeviceModule", "DevicePointer", "DeviceUnavailable",
@@ -125,7 +125,7 @@ def numba_magnitude_kernel() -> Any:
 
     Compiled lazily at the first launch, for whatever target numba has (GPU or simulator).
     """
-    from pyguts._device_numba import magnitude
+    from pyguts.device.numba_kernel import magnitude
 
     return magnitude
 

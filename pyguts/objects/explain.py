@@ -14,9 +14,10 @@ import html
 import sys
 from dataclasses import dataclass
 
-from pyguts import _compat, refs
-from pyguts.memory import ndigits, nbytes_of, payload
-from pyguts.structs import STATE_BITS, model_for
+from pyguts import _compat
+from pyguts.objects import refs
+from pyguts.objects.memory import ndigits, nbytes_of, payload
+from pyguts.objects.structs import STATE_BITS, model_for
 
 #: Longest repr shown in a meaning column before it is cut with "…".
 _MAX_REPR = 60

@@ -27,10 +27,10 @@ import tracemalloc
 from typing import Callable
 
 from pyguts import _compat
-from pyguts._leaks_probe import PAGE_NBYTES, malloc_nbytes, open_fd_count, rss_nbytes
-from pyguts._leaks_watch import (WATCH_CAP, WATCH_DEPTH, is_immortal, name_of, reachable, safe_repr, touched_by,
+from pyguts.leaks.probes import PAGE_NBYTES, malloc_nbytes, open_fd_count, rss_nbytes
+from pyguts.leaks.watch import (WATCH_CAP, WATCH_DEPTH, is_immortal, name_of, reachable, safe_repr, touched_by,
                                  type_name, watchable)
-from pyguts._leaks_report import CLEAN, LEAK, UNDECIDED, AllocationSite, GrownObject, LeakReport, Signal
+from pyguts.leaks.report import CLEAN, LEAK, UNDECIDED, AllocationSite, GrownObject, LeakReport, Signal
 
 __all__ = ["check", "LeakReport"]
 

@@ -18,7 +18,7 @@ import cffi
 import cffi.cparser
 import numpy as np
 
-from pyguts._native_ptr import PENDING, Callback, Pointer, raise_pending
+from pyguts.native.pointers import PENDING, Callback, Pointer, raise_pending
 
 _FLOATS = {"float": "f4", "double": "f8", "long double": "g",
            "float _Complex": "c8", "double _Complex": "c16"}
@@ -65,7 +65,7 @@ def param_info(cdef: str) -> dict[str, list[tuple[str | None, bool]]]:
     return out
 
 
-def _array_dtypes(ffi: cffi.FFI, item: Any) -> tuple[np.dtype, ...]:
+def array_dtypes(ffi: cffi.FFI, item: Any) -> tuple[np.dtype, ...]:
     if item.kind == "void":
         return ()
     if item.kind in ("struct", "union"):
@@ -102,7 +102,7 @@ def signature(ffi: cffi.FFI, fname: str, ctype: Any, info: list[tuple[str | None
         elif arg.kind == "pointer" and arg.item.kind in ("primitive", "void", "struct", "union"):
             item = arg.item
             param.kind = "array"
-            param.dtypes = _array_dtypes(ffi, item)
+            param.dtypes = array_dtypes(ffi, item)
             if item.kind != "void":
                 param.buffer_cdecl = ffi.getctype(item, "[]")
                 param.align = ffi.alignof(item)
@@ -211,7 +211,7 @@ def make_wrapper(ffi: cffi.FFI, sig: Signature, cfunc: Callable[..., Any], *,
 def misaligned_error(sig: Signature, index: int, addr: int) -> ValueError:
     """The error for argument ``index`` found misaligned (by the C wrapper) at ``addr``."""
     p = sig.params[index]
-    return ValueError(f"{_where(sig, p)} must be aligned to {p.align} bytes for "
+    return ValueError(f"{argument_text(sig, p)} must be aligned to {p.align} bytes for "
                       f"'{p.ctype.cname}', got address 0x{addr:x}; pass {p.name}.copy() (the "
                       f"function did not run)")
 
@@ -220,7 +220,7 @@ def _param(sig: Signature, name: str) -> Param:
     return next(p for p in sig.params if p.name == name)
 
 
-def _where(sig: Signature, p: Param) -> str:
+def argument_text(sig: Signature, p: Param) -> str:
     return f"argument {p.name!r} of {sig.name}()"
 
 
@@ -261,7 +261,7 @@ def convert(ffi: cffi.FFI, sig: Signature, args: tuple[Any, ...]) -> tuple[Any, 
             out[[p.name for p in sig.params].index(length)] = given
         for a, n in known.items():
             if isinstance(given, int) and n < given:
-                raise ValueError(f"{_where(sig, _param(sig, a))} must have at least {length}={given} "
+                raise ValueError(f"{argument_text(sig, _param(sig, a))} must have at least {length}={given} "
                                  f"{unit} (lengths={{{a!r}: {length!r}}}), got {n}; pass a longer "
                                  f"array or a smaller {length}")
     return tuple(out)
@@ -273,10 +273,10 @@ def _convert_array(ffi: cffi.FFI, sig: Signature, p: Param, value: Any) -> tuple
         return ffi.NULL, None
     if isinstance(value, Pointer):
         if value.readonly and not p.const:
-            raise ValueError(f"{_where(sig, p)} is a read-only Pointer but '{cname}' is not const "
+            raise ValueError(f"{argument_text(sig, p)} is a read-only Pointer but '{cname}' is not const "
                              f"(C may write); pass pointer() of a writable array")
         if p.dtypes and value.dtype is not None and value.dtype not in p.dtypes:
-            raise TypeError(f"dtype of {_where(sig, p)} must be {p.dtypes[0]} to match '{cname}', "
+            raise TypeError(f"dtype of {argument_text(sig, p)} must be {p.dtypes[0]} to match '{cname}', "
                             f"got a Pointer to {value.dtype}; pass pointer(arr.astype(numpy.{p.dtypes[0]}))")
         return ffi.cast(p.ctype, value.addr), value.nbytes // p.unit
     if isinstance(value, ffi.CData):
@@ -285,46 +285,46 @@ def _convert_array(ffi: cffi.FFI, sig: Signature, p: Param, value: Any) -> tuple
         value = value.encode()
     if isinstance(value, bytes):
         if not p.const:
-            raise TypeError(f"{_where(sig, p)} is '{cname}' (not const, C may write) but got "
+            raise TypeError(f"{argument_text(sig, p)} is '{cname}' (not const, C may write) but got "
                             f"immutable bytes; pass a bytearray or a numpy array")
         return value, len(value) // p.unit
     if isinstance(value, (bytearray, memoryview)) and not p.dtypes:
         return ffi.from_buffer(p.buffer_cdecl, value, not p.const), memoryview(value).nbytes // p.unit
     if not isinstance(value, np.ndarray):
         want = f"numpy.{p.dtypes[0]}" if p.dtypes else "numpy.uint8"
-        raise TypeError(f"{_where(sig, p)} must be a numpy array for '{cname}', got "
+        raise TypeError(f"{argument_text(sig, p)} must be a numpy array for '{cname}', got "
                         f"{type(value).__name__}; pass numpy.asarray({p.name}, dtype={want})")
-    _check_dtype(ffi, sig, p, value)
+    check_dtype(ffi, sig, p, value)
     if not value.flags.c_contiguous:
-        raise ValueError(f"{_where(sig, p)} must be C-contiguous to be passed as '{cname}', got "
+        raise ValueError(f"{argument_text(sig, p)} must be C-contiguous to be passed as '{cname}', got "
                          f"strides {value.strides} for shape {value.shape}; pass "
                          f"numpy.ascontiguousarray({p.name})")
     addr = value.__array_interface__["data"][0]
     if addr % p.align:
-        raise ValueError(f"{_where(sig, p)} must be aligned to {p.align} bytes for '{cname}', got "
+        raise ValueError(f"{argument_text(sig, p)} must be aligned to {p.align} bytes for '{cname}', got "
                          f"address 0x{addr:x}; pass {p.name}.copy()")
     if not p.const and not value.flags.writeable:
-        raise ValueError(f"{_where(sig, p)} must be writable: '{cname}' is not const, so C may write "
+        raise ValueError(f"{argument_text(sig, p)} must be writable: '{cname}' is not const, so C may write "
                          f"to it, got a read-only array; pass {p.name}.copy() or declare the "
                          f"parameter const")
     count = value.nbytes // p.unit
     return ffi.from_buffer(p.buffer_cdecl, value, not p.const), count
 
 
-def _check_dtype(ffi: cffi.FFI, sig: Signature, p: Param, value: np.ndarray) -> None:
+def check_dtype(ffi: cffi.FFI, sig: Signature, p: Param, value: np.ndarray) -> None:
     cname = ("const " if p.const else "") + p.ctype.cname
     if p.dtypes:
         if value.dtype in p.dtypes and value.dtype.isnative:
             return
         want = p.dtypes[0]
         if value.dtype.newbyteorder("=") in p.dtypes:
-            raise TypeError(f"dtype of {_where(sig, p)} must be native-endian {want} to match "
+            raise TypeError(f"dtype of {argument_text(sig, p)} must be native-endian {want} to match "
                             f"'{cname}', got {value.dtype.str}; pass {p.name}.astype(numpy.{want})")
-        raise TypeError(f"dtype of {_where(sig, p)} must be {want} to match '{cname}', got "
+        raise TypeError(f"dtype of {argument_text(sig, p)} must be {want} to match '{cname}', got "
                         f"{value.dtype}; pass {p.name}.astype(numpy.{want})")
     item = p.ctype.item
     if item.kind in ("struct", "union") and value.dtype.itemsize != ffi.sizeof(item):
-        raise TypeError(f"dtype of {_where(sig, p)} must have itemsize {ffi.sizeof(item)} to match "
+        raise TypeError(f"dtype of {argument_text(sig, p)} must have itemsize {ffi.sizeof(item)} to match "
                         f"'{cname}', got {value.dtype} (itemsize {value.dtype.itemsize}); pass an "
                         f"array of a matching structured dtype")
 
@@ -338,7 +338,7 @@ def _convert_func(ffi: cffi.FFI, sig: Signature, p: Param, value: Any) -> Any:
         return value
     hint = ("wrap it once with pyguts.native.callback(...) and keep the result alive"
             if callable(value) else "pass a pyguts.native.callback(...)")
-    raise TypeError(f"{_where(sig, p)} must be a C function pointer '{p.ctype.cname}', got "
+    raise TypeError(f"{argument_text(sig, p)} must be a C function pointer '{p.ctype.cname}', got "
                     f"{type(value).__name__}; {hint}")
 
 
@@ -349,7 +349,7 @@ def _convert_other(ffi: cffi.FFI, sig: Signature, p: Param, value: Any) -> Any:
         return value
     if isinstance(value, Pointer):
         return ffi.cast(p.ctype, value.addr)
-    raise TypeError(f"{_where(sig, p)} must be cdata of type '{p.ctype.cname}' (from lib.ffi.new) or "
+    raise TypeError(f"{argument_text(sig, p)} must be cdata of type '{p.ctype.cname}' (from lib.ffi.new) or "
                     f"a pyguts.native.Pointer, got {type(value).__name__}")
 
 
@@ -363,6 +363,6 @@ def explain(ffi: cffi.FFI, sig: Signature, exc: Exception, args: tuple[Any, ...]
         try:
             ffi.new(ffi.getctype(p.ctype, "*"), value)
         except (TypeError, OverflowError) as inner:
-            raise type(inner)(f"{_where(sig, p)} must convert to C '{p.ctype.cname}', got "
+            raise type(inner)(f"{argument_text(sig, p)} must convert to C '{p.ctype.cname}', got "
                               f"{type(value).__name__} {value!r} ({inner}); pass a value of that "
                               f"C type") from exc

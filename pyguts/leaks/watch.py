@@ -32,7 +32,7 @@ def name_of(fn) -> str:
     """``module.qualname`` of a callable, through partials.
 
     >>> name_of(functools.partial(reachable, []))
-    'pyguts._leaks_watch.reachable'
+    'pyguts.leaks.watch.reachable'
     """
     while isinstance(fn, functools.partial):
         fn = fn.func

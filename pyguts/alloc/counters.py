@@ -31,7 +31,7 @@ import os
 
 import psutil
 
-from pyguts.alloc import _registry, _shim
+from pyguts.alloc import registry, shim
 
 _SIZE = ctypes.c_size_t
 
@@ -51,7 +51,7 @@ def mallctl(name: str, value: int | None = None, *, ctype=ctypes.c_size_t) -> in
     >>> mallctl("opt.dirty_decay_ms", ctype=ctypes.c_ssize_t) >= -1
     True
     """
-    fn = _mallctl_fn(_registry.load("jemalloc"))
+    fn = _mallctl_fn(registry.load("jemalloc"))
     old, size = ctype(), _SIZE(ctypes.sizeof(ctype))
     if value is None:
         rc = fn(name.encode(), ctypes.byref(old), ctypes.byref(size), None, 0)
@@ -135,13 +135,13 @@ def stats(name: str) -> dict[str, int]:
     >>> sorted(k for k in s if k in ("mapped", "rss"))
     ['mapped', 'rss']
     """
-    alloc = _registry.load(name)
-    counts = _shim.counts(alloc.ctx)
+    alloc = registry.load(name)
+    counts = shim.counts(alloc.ctx)
     out: dict[str, int] = {"rss": psutil.Process().memory_info().rss,
                            "pyguts_live_bytes": counts.pop("owned_live_bytes")}
     mmap_bytes = counts.pop("mmap_live_bytes")
     out.update(counts)
-    if alloc.spec.family == _shim.FAMILY_MMAP:
+    if alloc.spec.family == shim.FAMILY_MMAP:
         out["mapped"] = mmap_bytes
     if alloc.spec.huge:
         out["anon_huge_pages"] = _anon_huge_pages()

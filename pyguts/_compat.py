@@ -38,6 +38,24 @@ INT_MIN_DIGITS: int = 1 if VERSION >= (3, 11) else 0
 #: _PY_NSMALLNEGINTS 5, _PY_NSMALLPOSINTS 257, 1025 from 3.15).
 SMALL_INTS: range = range(-5, 1025 if VERSION >= (3, 15) else 257)
 
+#: Counts at or above this are immortal objects' (3.12+: 0xFFFFFFFF on 3.12/3.13, 3 << 30 from 3.14).
+IMMORTAL_REFCNT_MIN: int = 1 << 30
+
+
+def is_immortal(obj: object) -> bool:
+    """Whether CPython never changes ``obj``'s count (3.12+), asked of the interpreter itself
+    (``sys._is_immortal`` from 3.14, else the count it reports): for code that reads no object memory.
+    :func:`pyguts.is_immortal` reads the header by the layout table's rule; tests keep the two equal.
+
+    >>> is_immortal(None) == (VERSION >= (3, 12)), is_immortal(object())
+    (True, False)
+    """
+    if VERSION < (3, 12):
+        return False
+    probe = getattr(sys, "_is_immortal", None)
+    return probe(obj) if probe is not None else sys.getrefcount(obj) >= IMMORTAL_REFCNT_MIN
+
+
 #: How to free a str's cached UTF-8 copy (Objects/unicodeobject.c allocates it with PyObject_Malloc
 #: before 3.13, PyMem_Malloc since): the other one aborts debug builds and PYTHONMALLOC=debug.
 UTF8_CACHE_FREE: str = "PyMem_Free" if VERSION >= (3, 13) else "PyObject_Free"

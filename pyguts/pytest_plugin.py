@@ -240,7 +240,9 @@ def _raise_recorded(record: dict | None, child: _ChildReport) -> None:
 
 
 def _judge_crash(outcome: Outcome, expected: frozenset[int], child: _ChildReport) -> None:
-    names = " or ".join(sorted(_signal_name(n) for n in expected))
+    from pyguts.isolation import signal_name
+
+    names = " or ".join(sorted(signal_name(n) for n in expected))
     if outcome.status == "crashed" and outcome.signal in expected:
         child.sections.append(("pyguts expected crash (%s)" % outcome.signal_name,
                                _trim_fault(outcome.fault_traceback) or "(no faulthandler output)"))
@@ -257,13 +259,6 @@ def _judge_crash(outcome: Outcome, expected: frozenset[int], child: _ChildReport
         got = _describe(outcome)
     child.longrepr = "expected the test body to die with %s; %s" % (names, got)
     raise ChildCrashed(child.longrepr)
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return "signal %d" % signum
 
 
 def _describe(outcome: Outcome) -> str:

@@ -31,6 +31,7 @@ import os
 
 import psutil
 
+from pyguts import _mallinfo
 from pyguts.alloc import registry, shim
 
 _SIZE = ctypes.c_size_t
@@ -101,16 +102,10 @@ def _tcmalloc(alloc) -> dict[str, int]:
     return out
 
 
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(name, _SIZE) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                           "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
 def _libc(alloc) -> dict[str, int]:
-    addr = alloc.symbol("mallinfo2")
-    if addr is None:  # glibc < 2.33
+    if alloc.symbol("mallinfo2") is None:  # glibc < 2.33: mallinfo's int fields wrap past 2 GiB
         return {}
-    info = ctypes.CFUNCTYPE(_Mallinfo2)(addr)()
+    info = _mallinfo.read()
     return {"allocated": info.uordblks + info.hblkhd, "arena": info.arena, "mapped": info.hblkhd}
 
 

@@ -25,7 +25,6 @@ import os
 import pickle
 import select
 import signal
-import struct
 import sys
 import time
 import traceback
@@ -37,7 +36,8 @@ try:
 except ImportError:  # Windows: no fork either, isolate() raises IsolationUnavailable
     fcntl = None  # type: ignore[assignment]
 
-from pyguts.isolation.child import _DUMP_SIGNAL, _HEADER, _LENGTH, _child_main, _child_streams, _libc_fflush, _try_pickle
+from pyguts.isolation import wire
+from pyguts.isolation.child import DUMP_SIGNAL, child_main, child_streams, libc_fflush
 from pyguts._compat import HAS_FORK
 from pyguts.errors import ChildCrashed, IsolationUnavailable
 
@@ -153,7 +153,7 @@ def isolate(fn: Callable[..., Any], /, *args: Any, timeout: float | None = None,
             % sys.platform)
     if timeout is not None and not timeout > 0:
         raise ValueError("timeout must be a positive number of seconds or None, got %r" % (timeout,))
-    streams = _child_streams()
+    streams = child_streams()
     pipes: list[tuple[int, int]] = []
     pid = -1
     try:
@@ -169,7 +169,7 @@ def isolate(fn: Callable[..., Any], /, *args: Any, timeout: float | None = None,
             if pid != 0 and gc_enabled:  # (the child re-enables it after freezing)
                 gc.enable()
         if pid == 0:  # child: never returns
-            _child_main(fn, args, kwargs, pipes, timeout is not None, streams, gc_enabled)
+            child_main(fn, args, kwargs, pipes, timeout is not None, streams, gc_enabled)
         for i, (r, w) in enumerate(pipes):
             pipes[i] = (r, -1)  # closed: never close that number again (another thread may reuse it)
             os.close(w)
@@ -225,7 +225,7 @@ def _flush_std_streams() -> None:
                 stream.flush()
         except Exception:
             pass
-    _libc_fflush()
+    libc_fflush()
 
 
 class _Reader:
@@ -250,9 +250,9 @@ class _Reader:
         if self.frame is None:  # length prefix not complete yet: small reads, usually the whole frame
             chunk = os.read(self.fd, _READ_NBYTES)
             self.data += chunk
-            if len(self.data) >= _LENGTH.size:
-                self.frame = bytearray(_LENGTH.unpack_from(self.data)[0])
-                got = self.data[_LENGTH.size:_LENGTH.size + len(self.frame)]
+            if len(self.data) >= wire.LENGTH.size:
+                self.frame = bytearray(wire.LENGTH.unpack_from(self.data)[0])
+                got = self.data[wire.LENGTH.size:wire.LENGTH.size + len(self.frame)]
                 self.frame[:len(got)] = got
                 self.filled = len(got)
             return bool(chunk)
@@ -289,7 +289,7 @@ def _collect(pid: int, fds: list[int], start: float, timeout: float | None) -> O
             if deadline is not None and now >= deadline and not timed_out:
                 timed_out = True
                 kill_at = now + _DUMP_GRACE_S
-                _signal_child(pid, _DUMP_SIGNAL, group=False)
+                _signal_child(pid, DUMP_SIGNAL, group=False)
             if kill_at is not None and now >= kill_at:
                 _signal_child(pid, signal.SIGKILL, group=True)
                 kill_at = float("inf")
@@ -392,7 +392,7 @@ def _decode_status(wait_status: int | None) -> tuple[int | None, str | None, int
     """(signal, signal_name, exit_code) from a raw wait status."""
     if wait_status is not None and os.WIFSIGNALED(wait_status):
         signum = os.WTERMSIG(wait_status)
-        return signum, _signal_name(signum), None
+        return signum, signal_name(signum), None
     if wait_status is not None and os.WIFEXITED(wait_status):
         return None, None, os.WEXITSTATUS(wait_status)
     return None, None, None
@@ -413,31 +413,21 @@ def _outcome(pid: int, wait_status: int | None, readers: list[_Reader],
 
 
 def _decode_frame(frame: bytearray, exit_code: int | None, common: dict) -> Outcome:
-    view = memoryview(frame)
-    main_nbytes, nbuf = _HEADER.unpack_from(view)
-    pos = _HEADER.size
-    lengths = struct.unpack_from("<%dQ" % nbuf, view, pos)
-    pos += 8 * nbuf
-    main = view[pos:pos + main_nbytes]
-    pos += main_nbytes
-    buffers = []
-    for n in lengths:
-        buffers.append(view[pos:pos + n])
-        pos += n
     try:
-        status, payload = pickle.loads(main, buffers=buffers)
+        status, payload = wire.decode(frame)
     except Exception as exc:
         return Outcome("raised", exc_type=type(exc).__name__, exit_code=exit_code,
                        exc_message="the child's result could not be unpickled in the parent: %s; "
                        "return types the parent can import" % exc,
-                       exc_traceback=traceback.format_exc(), _exc_pickle=_try_pickle(exc), **common)
+                       exc_traceback=traceback.format_exc(), _exc_pickle=wire.try_pickle(exc), **common)
     if status == "ok":
         return Outcome("ok", value=payload, exit_code=exit_code, **common)
     return Outcome("raised", exit_code=exit_code, exc_type=payload["type"], exc_message=payload["message"],
                    exc_traceback=payload["traceback"], _exc_pickle=payload["pickle"], **common)
 
 
-def _signal_name(signum: int | None) -> str | None:
+def signal_name(signum: int | None) -> str | None:
+    """``'SIGSEGV'`` for 11; ``'signal 77'`` for a number with no name; None for None."""
     if signum is None:
         return None
     try:

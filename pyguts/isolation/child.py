@@ -11,12 +11,12 @@ import functools
 import gc
 import io
 import os
-import pickle
 import signal
-import struct
 import sys
 import traceback
 from typing import Any, Callable
+
+from pyguts.isolation import wire
 
 try:
     import fcntl
@@ -27,13 +27,10 @@ except ImportError:  # Windows: no fork either
 _BIG_PIPE_NBYTES = 1 << 20
 #: Exit code of a child whose isolate machinery itself failed (EX_SOFTWARE).
 _EXIT_INTERNAL = 70
-#: Frame header: total payload length, number of out-of-band buffers.
-_HEADER = struct.Struct("<QI")
-_LENGTH = struct.Struct("<Q")
 #: Most buffers passed to one writev (POSIX guarantees at least 16; Linux allows 1024).
 _IOV_MAX = 16
 #: Signal the parent sends on timeout so the child's faulthandler dumps where it is stuck.
-_DUMP_SIGNAL = getattr(signal, "SIGUSR2", None)
+DUMP_SIGNAL = getattr(signal, "SIGUSR2", None)
 
 
 @functools.lru_cache(maxsize=None)
@@ -44,13 +41,13 @@ def _libc() -> Any:
         return None
 
 
-def _libc_fflush() -> None:
+def libc_fflush() -> None:
     libc = _libc()
     if libc is not None and hasattr(libc, "fflush"):
         libc.fflush(None)
 
 
-def _child_main(fn: Callable[..., Any], args: tuple, kwargs: dict, pipes: list[tuple[int, int]],
+def child_main(fn: Callable[..., Any], args: tuple, kwargs: dict, pipes: list[tuple[int, int]],
                 dump_on_signal: bool, streams: tuple[io.TextIOWrapper, io.TextIOWrapper],
                 gc_enabled: bool) -> None:
     """Body of the forked child: redirect fds, call fn, send the frame, leave with os._exit."""
@@ -78,15 +75,15 @@ def _child_main(fn: Callable[..., Any], args: tuple, kwargs: dict, pipes: list[t
         os.close(devnull)
         sys.stdout, sys.stderr = streams  # Python output unbuffered: it survives a crash
         faulthandler.enable(file=fault_w, all_threads=True)
-        if dump_on_signal and _DUMP_SIGNAL is not None:
-            faulthandler.register(_DUMP_SIGNAL, file=fault_w, all_threads=True, chain=False)
+        if dump_on_signal and DUMP_SIGNAL is not None:
+            faulthandler.register(DUMP_SIGNAL, file=fault_w, all_threads=True, chain=False)
         payload = None
         try:
             value = fn(*args, **kwargs)
         except SystemExit as exc:
             code = _exit_code_of(exc)
         except BaseException as exc:
-            payload = _frame("raised", _describe_exception(exc))
+            payload = wire.encode("raised", _describe_exception(exc))
         else:
             payload = _frame_value(value)
         _flush_child_output()
@@ -116,11 +113,11 @@ def _flush_child_output() -> None:
         sys.stderr.flush()
     except BaseException:
         pass
-    _libc_fflush()  # printf() output from C, which os._exit would drop
+    libc_fflush()  # printf() output from C, which os._exit would drop
 
 
 @functools.lru_cache(maxsize=None)
-def _child_streams() -> tuple[io.TextIOWrapper, io.TextIOWrapper]:
+def child_streams() -> tuple[io.TextIOWrapper, io.TextIOWrapper]:
     """Unbuffered text streams on fds 1 and 2, made once in the parent and only used by children.
 
     Made ahead because building a TextIOWrapper in every child costs ~0.1 ms of page faults.
@@ -148,36 +145,19 @@ def _describe_exception(exc: BaseException) -> dict:
         "type": type(exc).__qualname__,
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-        "pickle": _try_pickle(exc),
+        "pickle": wire.try_pickle(exc),
     }
-
-
-def _try_pickle(obj: object) -> bytes | None:
-    try:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        return None
 
 
 def _frame_value(value: Any) -> list:
     try:
-        return _frame("ok", value)
+        return wire.encode("ok", value)
     except Exception as exc:
         info = _describe_exception(exc)
         info["message"] = ("the result of the isolated function, a %s, cannot be pickled to send it "
                            "to the parent: %s; return plain data (convert it, or pickle what you need "
                            "inside the child)" % (type(value).__qualname__, exc))
-        return _frame("raised", info)
-
-
-def _frame(status: str, payload: Any) -> list:
-    """Pickle with out-of-band buffers: [length, header, lengths, main pickle, buffer, ...]."""
-    buffers: list[pickle.PickleBuffer] = []
-    main = pickle.dumps((status, payload), protocol=5, buffer_callback=buffers.append)
-    raws = [b.raw() for b in buffers]
-    header = _HEADER.pack(len(main), len(raws)) + struct.pack("<%dQ" % len(raws), *(r.nbytes for r in raws))
-    total = len(header) + len(main) + sum(r.nbytes for r in raws)
-    return [_LENGTH.pack(total), header, main, *raws]
+        return wire.encode("raised", info)
 
 
 def _write_frame(fd: int, parts: list) -> None:

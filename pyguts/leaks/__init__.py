@@ -28,7 +28,7 @@ from typing import Callable
 
 from pyguts import _compat
 from pyguts.leaks.probes import PAGE_NBYTES, malloc_nbytes, open_fd_count, rss_nbytes
-from pyguts.leaks.watch import (WATCH_CAP, WATCH_DEPTH, is_immortal, name_of, reachable, safe_repr, touched_by,
+from pyguts.leaks.watch import (WATCH_CAP, WATCH_DEPTH, name_of, reachable, safe_repr, touched_by,
                                  type_name, watchable)
 from pyguts.leaks.report import CLEAN, LEAK, UNDECIDED, AllocationSite, GrownObject, LeakReport, Signal
 
@@ -150,7 +150,7 @@ class _Session:
         # Shared objects passed explicitly (None, small ints on <= 3.11) are watched too; immortal ones
         # (3.12+) cannot leak a reference at all.
         for obj in explicit:
-            if not is_immortal(obj) and all(obj is not w for w in watched):
+            if not _compat.is_immortal(obj) and all(obj is not w for w in watched):
                 watched.append(obj)
         del explicit
         if watchable(result_type) and all(result_type is not w for w in watched):

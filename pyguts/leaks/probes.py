@@ -12,10 +12,9 @@ True
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
-from typing import Callable
+
+from pyguts import _mallinfo
 
 #: Bytes per page; /proc/self/statm counts pages.
 PAGE_NBYTES: int = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -24,50 +23,14 @@ PAGE_NBYTES: int = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 409
 _FD_DIRS = ("/proc/self/fd", "/dev/fd")
 
 
-class _MallInfo2(ctypes.Structure):
-    """``struct mallinfo2`` from glibc's <malloc.h> (glibc >= 2.33): every field a size_t."""
-
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-class _MallInfo(ctypes.Structure):
-    """``struct mallinfo`` (older glibc): the same fields as int, wrapping past 2 GiB."""
-
-    _fields_ = [(name, ctypes.c_int) for name, _ in _MallInfo2._fields_]
-
-
-def _load_mallinfo() -> Callable[[], object] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-    for symbol, restype in (("mallinfo2", _MallInfo2), ("mallinfo", _MallInfo)):
-        fn = getattr(libc, symbol, None)
-        if fn is not None:
-            fn.argtypes = []
-            fn.restype = restype
-            return fn
-    return None
-
-
-#: mallinfo2/mallinfo, looked up on first use (importing pyguts loads nothing).
-_MALLINFO: list = []
-
-
 def malloc_nbytes() -> int | None:
     """Bytes the C allocator (glibc malloc) has handed out and not had back: heap in use + mmapped.
 
     >>> malloc_nbytes() is None or malloc_nbytes() > 0
     True
     """
-    if not _MALLINFO:
-        _MALLINFO.append(_load_mallinfo())
-    fn = _MALLINFO[0]
-    if fn is None:
-        return None
-    info = fn()
-    return int(info.uordblks) + int(info.hblkhd)
+    info = _mallinfo.read()
+    return None if info is None else int(info.uordblks) + int(info.hblkhd)
 
 
 def rss_nbytes() -> int | None:

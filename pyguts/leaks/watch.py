@@ -23,8 +23,6 @@ from pyguts import _compat
 #: At most this many objects are watched for refcount growth; reachable ones within WATCH_DEPTH hops.
 WATCH_CAP = 256
 WATCH_DEPTH = 2
-#: Refcounts at or above this are immortal objects on 3.12+ (0xFFFFFFFF on 64-bit 3.12/3.13).
-IMMORTAL_REFCNT_MIN = 1 << 30
 REPR_MAX = 80
 
 
@@ -39,15 +37,6 @@ def name_of(fn) -> str:
     module = getattr(fn, "__module__", None) or ""
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
     return f"{module}.{name}" if module and module != "builtins" else str(name)
-
-
-def is_immortal(obj) -> bool:
-    """True for 3.12+ immortal objects (their refcount never moves).
-
-    >>> is_immortal(object())
-    False
-    """
-    return _compat.VERSION >= (3, 12) and sys.getrefcount(obj) >= IMMORTAL_REFCNT_MIN
 
 
 def safe_repr(obj) -> str:
@@ -75,7 +64,7 @@ def type_name(tp: type) -> str:
 
 def watchable(obj) -> bool:
     """False for objects shared interpreter-wide (their refcounts move with anything, or never on 3.12+)."""
-    if obj is None or isinstance(obj, (bool, type(Ellipsis), type(NotImplemented))) or is_immortal(obj):
+    if obj is None or isinstance(obj, (bool, type(Ellipsis), type(NotImplemented))) or _compat.is_immortal(obj):
         return False
     tp = type(obj)
     if tp is int:   # the small-int cache, CPython's _PY_NSMALLNEGINTS/_PY_NSMALLPOSINTS

@@ -146,7 +146,6 @@ def _header_facts(f: _Facts) -> None:
     t = tuple([obj] * 5)
     f.eq("PyVarObject", "ob_size", t, 5, "len of a 5-tuple")
     f.size("PyVarObject", object.__basicsize__ + _compat.POINTER_SIZE, "PyObject plus ob_size")
-    del holders, obj, t
 
 
 class _Instance:
@@ -247,7 +246,6 @@ def _value_facts(f: _Facts) -> None:
         f.eq("PySetObject", "smalltable", s, lambda entries: {e.key for e in entries if e.key} == set(map(id, items)),
              "keys of the small table")
     f.size("PySetObject", set.__basicsize__, "set.__basicsize__")
-    del ref, s, d, lst, t, items
 
 
 def _str_facts(f: _Facts) -> None:
@@ -318,7 +316,6 @@ def _type_facts(f: _Facts) -> None:
     f.eq(T, "tp_hash", list, _c_function("PyObject_HashNotImplemented"), "PyObject_HashNotImplemented")
     f.eq(T, "tp_iter", type(iter([])), _c_function("PyObject_SelfIter"), "PyObject_SelfIter")
     f.eq(T, "tp_call", type(_fill_gaps), _c_function("PyVectorcall_Call"), "PyVectorcall_Call (functions)")
-    del Probe
 
 
 def _fill_gaps(model: type, confirmed: set) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from pyguts import _compat
-from pyguts.objects import layouts
 from pyguts.errors import UnsafeOperationError
 from pyguts.objects.memory import payload
 from pyguts.objects.refs import is_immortal

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-import gpu_kernels
+
+from pyguts.device import gpu_kernels
 from pyguts.device.cai import DevicePointer, from_pointer, pointer, wait_for
 from pyguts.device.families import (ARCHES, DEFAULT_BLOCK, CpuFamily, Kernel, cpu_reference, kernels,
                                     plan, ptx)

@@ -22,7 +22,7 @@ from typing import Any
 import cffi
 import numpy as np
 
-import gpu_kernels
+from pyguts.device import gpu_kernels
 from pyguts import native
 from pyguts.device.cai import DevicePointer, pointer
 from pyguts.device.probe import FIX_NVCC, nvcc_path

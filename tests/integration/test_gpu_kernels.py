@@ -10,7 +10,7 @@ import weakref
 import numpy as np
 import pytest
 
-import gpu_kernels
+from pyguts.device import gpu_kernels
 from pyguts import device
 from pyguts.device.probe import gpu_reason, nvcc_path
 

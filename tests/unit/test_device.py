@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import gpu_kernels
+from pyguts.device import gpu_kernels
 from pyguts import device
 from pyguts.device.probe import gpu_reason
 from pyguts.errors import DeviceUnavailable, PygutsError

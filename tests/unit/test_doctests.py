@@ -13,14 +13,17 @@ pytestmark = pytest.mark.every_python  # the examples must hold on every support
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 #: Every module whose source holds an example, found by reading the files (a new one cannot be missed).
+#: Folders of the repository and the package each one is installed as (see pyproject.toml).
+PACKAGES = {"pyguts": "pyguts", "gpu_kernels": "pyguts.device.gpu_kernels"}
 MODULES = sorted(
-    ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-    for package in ("pyguts", "gpu_kernels") for path in (ROOT / package).rglob("*.py")
+    ".".join((PACKAGES[folder], *path.relative_to(ROOT / folder).with_suffix("").parts)).removesuffix(".__init__")
+    for folder in PACKAGES for path in (ROOT / folder).rglob("*.py")
     if re.search(r"^\s*>>> ", path.read_text(encoding="utf-8"), re.MULTILINE))
 
 
 def test_the_modules_with_examples_are_found():
-    assert {"pyguts", "pyguts.objects.structs", "pyguts.objects.diagrams", "pyguts.alloc", "gpu_kernels"} <= set(MODULES)
+    assert {"pyguts", "pyguts.objects.structs", "pyguts.objects.diagrams", "pyguts.alloc",
+            "pyguts.device.gpu_kernels"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -164,3 +164,11 @@ def test_counts_and_immortality_of_hand_built_headers(version, build):
         h.ob_refcnt, h.ob_flags = 1, 1
         assert bytes(h)[:8] == b"\x01\x00\x00\x00\x00\x00\x01\x00"
         assert rule.count(h) == 1 and not rule.header_is_immortal(h)
+
+
+@pytest.mark.parametrize("obj", [None, True, 0, 255, 256, 1000, 10**6, (), "", "x", "pyguts", b"", object(),
+                                 int, [1], 10**40, Ellipsis])
+def test_the_header_rule_and_the_interpreter_agree_on_immortality(obj):
+    """refs.is_immortal reads the header by the table's rule; _compat.is_immortal asks the interpreter
+    (sys._is_immortal on 3.14+, else the count it reports) for code that reads no memory."""
+    assert is_immortal(obj) == _compat.is_immortal(obj)

@@ -43,5 +43,6 @@ except ImportError:
     print("cppyy is optional and not installed (pip install cppyy) for the literal one-liner "
           "cppyy.cppdef('double twice(double x) { return 2 * x; }')")
 else:
-    cppyy.cppdef("double pyguts_twice(double x) { return 2 * x; }")
+    if not hasattr(cppyy.gbl, "pyguts_twice"):  # once per process: a rerun must not redefine it
+        cppyy.cppdef("double pyguts_twice(double x) { return 2 * x; }")
     print(f"cppyy one-liner: cppyy.cppdef(...); cppyy.gbl.pyguts_twice(21) = {cppyy.gbl.pyguts_twice(21)}")

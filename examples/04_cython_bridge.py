@@ -11,17 +11,19 @@ import time
 
 import numpy as np
 
+from pyguts.tour import skip
+
 try:
     from Cython.Build.Inline import cython_inline
 except ImportError:
-    cython_inline = None
+    skip("Cython is not installed", "pip install cython")  # says why, ends the script with status 0
 
 N = 1_000_000
 
 SNIPPET = """
 cdef extern from "math.h":
     double sqrt(double x) nogil
-cdef Py_ssize_t i
+cdef Py_ssize_t i = 0  # set: else the C compiler warns it "may be used uninitialized"
 cdef double[::1] xv = x, yv = y, ov = out
 for i in range(xv.shape[0]):
     ov[i] = sqrt(xv[i] * xv[i] + yv[i] * yv[i])
@@ -35,28 +37,21 @@ def magnitude(x, y, out):
                   cython_compiler_directives=DIRECTIVES)
 
 
-def main():
-    rng = np.random.default_rng(0)
-    x, y = rng.standard_normal(N), rng.standard_normal(N)
-    out = np.empty_like(x)
+rng = np.random.default_rng(0)
+x, y = rng.standard_normal(N), rng.standard_normal(N)
+out = np.empty_like(x)
+start = time.perf_counter()
+magnitude(x, y, out)  # compiles now, or loads the module built by an earlier run
+first_ms = (time.perf_counter() - start) * 1e3
+print(f"max |Cython - numpy| = {np.abs(out - np.sqrt(x * x + y * y)).max():.3g} on n={N:,} float64")
+
+times = []
+for _ in range(5):
     start = time.perf_counter()
-    magnitude(x, y, out)  # compiles now, or loads the module built by an earlier run
-    first_ms = (time.perf_counter() - start) * 1e3
-    print(f"max |Cython - numpy| = {np.abs(out - np.sqrt(x * x + y * y)).max():.3g} on n={N:,} float64")
-
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        magnitude(x, y, out)
-        times.append(time.perf_counter() - start)
-    start = time.perf_counter()
-    np.sqrt(x * x + y * y)
-    numpy_ms = (time.perf_counter() - start) * 1e3
-    print(f"first call {first_ms:.0f} ms (build or cache load), then {min(times) * 1e3:.2f} ms per call; "
-          f"numpy expression {numpy_ms:.2f} ms")
-
-
-if cython_inline is None:
-    print("skipped: Cython is not installed (pip install cython)")
-else:
-    main()
+    magnitude(x, y, out)
+    times.append(time.perf_counter() - start)
+start = time.perf_counter()
+np.sqrt(x * x + y * y)
+numpy_ms = (time.perf_counter() - start) * 1e3
+print(f"first call {first_ms:.0f} ms (build or cache load), then {min(times) * 1e3:.2f} ms per call; "
+      f"numpy expression {numpy_ms:.2f} ms")

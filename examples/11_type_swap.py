@@ -12,6 +12,7 @@ Run: python examples/11_type_swap.py
 
 import pyguts
 from pyguts import UnsafeOperationError
+from pyguts.tour import surrounded_bytes
 
 
 class DifferentClass(bytes):
@@ -39,13 +40,9 @@ except UnsafeOperationError as exc:
 
 def forced_swap():
     """In the child: force the swap, then set an attribute, as the notebook did."""
-    # The bogus __dict__ pointer is read from the next heap block: surround the victim with bytes
-    # objects of its own, so what it reads is garbage every time and the crash is deterministic.
-    pool = [bytes(bytearray(b"Hello, world!")) for _ in range(512)]
-    addrs = {id(x) for x in pool}
-    ordered = sorted(addrs)   # pymalloc's block stride (debug builds pad blocks): the smallest gap
-    block = min(b - a for a, b in zip(ordered, ordered[1:]))
-    victim = next(x for x in pool if id(x) - block in addrs and id(x) + block in addrs)
+    # The bogus __dict__ pointer is read from the memory next to the object: with bytes objects of
+    # our own there (kept alive by pool), what it reads is garbage every time, so the crash is certain.
+    victim, pool = surrounded_bytes(b"Hello, world!")
     pyguts.swap_type(victim, DifferentClass, force=True)
     victim.attr = "boom"
     return victim.attr

@@ -1,4 +1,4 @@
-"""``pyguts tour``: every section of the teaching notebook, one step each (the steps live in pyguts.tour)."""
+"""``pyguts tour``: every section of the teaching notebook, one step each, running its example script (pyguts.tour)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ def register(sub) -> argparse.ArgumentParser:
 
     parser = sub.add_parser("tour", help="walk through the teaching notebook's sections, step by step",
                             description="C, GSL, C++, Cython, CUDA, numba and jemalloc from Python, then CPython's "
-                                        "own memory: views, mutation, and a type swap whose crash is caught. "
+                                        "own memory: views, mutation, reference counts, and a type swap whose crash "
+                                        "is caught. Each step runs one of the example scripts (pyguts.tour.examples). "
                                         "Steps: " + ", ".join(s.name for s in STEPS) + ".")
     parser.add_argument("--step", action="append", choices=[s.name for s in STEPS], metavar="NAME",
                         help="run only this step (repeatable); one of: %(choices)s")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import time
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,7 @@ from pyguts.errors import BuildError, DeviceUnavailable
 
 __all__ = ["ARCHES", "DEFAULT_BLOCK", "CpuFamily", "DeviceModule", "DevicePointer", "DeviceUnavailable",
            "Kernel", "available", "cpu_reference", "from_pointer", "kernels", "launch", "load",
-           "numba_magnitude", "numba_magnitude_kernel", "plan", "pointer", "ptx", "tour_summary"]
+           "numba_magnitude", "numba_magnitude_kernel", "plan", "pointer", "ptx"]
 
 #: NVRTC options for every gpu_kernels/ source (CuPy RawModule adds the device's -arch itself).
 NVRTC_OPTIONS = ("--std=c++11",)
@@ -189,52 +188,3 @@ def numba_magnitude(x: Any, y: Any, out: Any = None, *, blocks: int | None = Non
         return result
     out[...] = result
     return out
-
-
-# --- the tour ------------------------------------------------------------------------------------
-
-def tour_summary(n: int = 1_000_003, ptx_lines: int = 14) -> str:
-    """The CUDA section of ``make tour``: the GPU run if there is a GPU, else the CPU run plus PTX.
-
-    >>> "magnitude.cu" in tour_summary(n=1001, ptx_lines=3)
-    True
-    """
-    rng = np.random.default_rng(0)
-    x, y = rng.standard_normal(n), rng.standard_normal(n)
-    expected = np.sqrt(x * x + y * y)
-    ref = cpu_reference("magnitude")
-    out = np.empty_like(x)
-    start = time.perf_counter()
-    ref.magnitude_f64(x, y, out, grid=8, block=2)
-    cpu_ms = (time.perf_counter() - start) * 1e3
-    lines = [f"gpu_kernels/magnitude.cu, magnitude_f64 on n={n} float64:",
-             f"  CPU (g++ via cpu_shim.h, <<<8, 2>>>): {cpu_ms:.2f} ms, max |out - numpy| = "
-             f"{np.abs(out - expected).max():.3g}"]
-    reason = gpu_reason()
-    if not reason:
-        import cupy
-
-        module = load("magnitude")
-        dx, dy = cupy.asarray(x), cupy.asarray(y)
-        dout = cupy.empty_like(dx)
-        launch(module.magnitude_f64, dx, dy, dout)  # warm-up: first launch loads the module
-        start = time.perf_counter()
-        launch(module.magnitude_f64, dx, dy, dout)
-        gpu_ms = (time.perf_counter() - start) * 1e3
-        name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
-        diff = np.abs(cupy.asnumpy(dout) - out).max()
-        lines.append(f"  GPU ({name}, CuPy RawModule): {gpu_ms:.3f} ms, max |GPU - CPU reference| = {diff:.3g}")
-        return "\n".join(lines)
-    lines.append(f"  GPU: not run: {reason}")
-    try:
-        text = ptx("magnitude", ARCHES[0])
-    except BuildError as exc:
-        lines.append(f"  PTX: not compiled: {exc}")
-        return "\n".join(lines)
-    code = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("//")]
-    entry = next((i for i, ln in enumerate(code) if ".entry magnitude_f64" in ln), 3)
-    shown = code[:3] + code[entry:entry + max(ptx_lines - 3, 1)]  # .version/.target/.address_size
-    lines.append(f"  PTX nvcc compiled from the same source for {ARCHES[0]} ({len(shown)} of {len(code)} "
-                 f"lines, comments left out; magnitude_f64 from its .entry):")
-    lines += ["    " + ln for ln in shown]
-    return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import pathlib
 import subprocess
@@ -14,7 +15,8 @@ from pyguts.alloc.registry import static_tls_environ
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 NOTEBOOK = EXAMPLES / "tour.ipynb"
-SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py"))
+#: The scripts; __init__.py only makes the folder the package pyguts.tour.examples once installed.
+SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py") if p.name != "__init__.py")
 
 #: script -> a line (part) its output must contain: the finding it exists to show.
 EXPECTED = {
@@ -61,6 +63,11 @@ def test_every_script_has_an_expected_line():
     assert sorted(EXPECTED) == SCRIPTS, "add each new examples/*.py to EXPECTED (and remove deleted ones)"
     numbered = [s for s in SCRIPTS if s[:2].isdigit()]
     assert [int(s[:2]) for s in numbered] == list(range(1, len(numbered) + 1)), numbered
+
+
+def test_the_package_marker_is_a_docstring_only():
+    tree = ast.parse((EXAMPLES / "__init__.py").read_text())
+    assert len(tree.body) == 1 and ast.get_docstring(tree), "examples/__init__.py: a docstring, nothing to run"
 
 
 @pytest.mark.every_python  # 08-11 read interpreter structs: every supported CPython must run them
@@ -124,6 +131,7 @@ def test_notebook_executes_headless():
     finally:
         sys.path.remove(str(EXAMPLES))
     assert make_notebook.check() == 0, "examples/tour.ipynb is stale: run python examples/make_notebook.py"
+    assert [p.name for p in make_notebook.scripts()] == [s for s in SCRIPTS if s[:2].isdigit()]  # no __init__.py
     stored = nbformat.read(NOTEBOOK, as_version=4)
     assert all(c.get("outputs") is not None for c in stored.cells if c.cell_type == "code")
     assert "SIGSEGV" in _cell_text(stored.cells[-1]), "the stored notebook must show the crash report"

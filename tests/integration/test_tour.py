@@ -1,9 +1,11 @@
-"""`pyguts tour`: every notebook section as a step, whole and one at a time, and what a missing tool does."""
+"""`pyguts tour`: every example script as a step, whole and one at a time, and what a missing tool does."""
 
 from __future__ import annotations
 
 import os
+import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,18 +15,22 @@ import pytest
 from pyguts import tour
 from pyguts.cli import main
 
-#: For each step, a line it must print here (every tool the Makefile installs is present).
+#: For each step, what its script must print here (every tool the Makefile installs is present).
 FINDINGS = {
-    "c_kernel": r"max \|C - numpy\| = 0\b",
-    "gsl": r"at x=2: 14\.0000000000 .*\n.*ValueError: callback refuses.*\n.*NativeError\('overflow'\)",
-    "cpp": r"dot = (\S+), numpy \1",
+    "c_kernel": r"max \|C - numpy\| = 0 on n=1,000,000(.|\n)*refused: dtype of argument 'y'",
+    "gsl": r"at x=2 by gsl_deriv_central: 14\.0000000000\d* \(exact: 14\)(.|\n)*ValueError: cannot evaluate"
+           r"(.|\n)*NativeError \(GSL code 16, 'overflow'\) instead of abort\(\)",
+    "cpp": r"agree to 1e-12: True",
     "cython": r"max \|Cython - numpy\| = 0\b",
-    "cuda": r"CPU \(g\+\+ via cpu_shim\.h.*max \|out - numpy\| = 0\b",
-    "numba": r"max \|numba - numpy\| = 0\b(.|\n)*max \|(simulated kernel|GPU) - numpy\| = 0\b",
-    "jemalloc": r"jemalloc stats\.allocated +[\d,]+ -> +[\d,]+\n(.|\n)*'pyguts-jemalloc'",
+    "cuda": r"CPU build of magnitude\.cu: max \|CPU - numpy\| = 0\b(.|\n)*path: (GPU|CPU build \+ PTX)",
+    "numba": r"max \|numba - numpy\| = 0\b(.|\n)*@cuda\.jit(.|\n)*max \|(kernel|GPU) - numpy\| = 0\b",
+    "jemalloc": r"jemalloc stats\.allocated: +[\d,]+ -> +[\d,]+(.|\n)*data from 'pyguts-jemalloc'"
+                r"(.|\n)*live bytes in jemalloc 0\b",
     "raw_memory": r"ob_sval +48 65 6c 6c 6f(.|\n)*b'any memory at all'(.|\n)*is not mapped",
-    "bytes_mutation": r"ob_shash reset to -1(.|\n)*hash\(b\) == hash\(b'Jello, world!'\): True",
-    "type_swap": r"is refused: .*__dict__(.|\n)*status='crashed' signal=SIGSEGV(.|\n)*in _forced_swap",
+    "bytes_mutation": r"ob_shash reset to -1(.|\n)*hash\(b\) == hash\(b'Mello, world!'\): True",
+    "refcounts": r"1000 refcount\(\) and 3 referrers\(\) calls later: 1 \(was 1\b",
+    "type_swap": r"is refused:\n.*__dict__(.|\n)*status='crashed', signal=\d+ \(SIGSEGV\)(.|\n)*in forced_swap"
+                 r"(.|\n)*this interpreter lives on",
 }
 
 
@@ -32,12 +38,22 @@ def test_every_step_has_a_finding_to_check():
     assert [s.name for s in tour.STEPS] == list(FINDINGS)
 
 
+def test_every_numbered_example_is_a_step_in_notebook_order():
+    scripts = sorted(p.name for p in tour.examples_folder().iterdir() if re.fullmatch(r"\d\d_\w+\.py", p.name))
+    assert [s.script for s in tour.STEPS] == scripts
+
+
+def test_the_examples_are_found_as_a_package():
+    folder = pathlib.Path(str(tour.examples_folder()))
+    assert (folder / "__init__.py").is_file() and (folder / "11_type_swap.py").is_file()
+
+
 @pytest.mark.slow
 @pytest.mark.every_python  # the tour reads interpreter structs: every supported CPython must walk it
-def test_the_whole_tour_through_the_console_script():
+def test_the_whole_tour_through_the_console_script(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}  # the command arranges jemalloc itself
     done = subprocess.run([sys.executable, "-m", "pyguts", "tour"], capture_output=True, text=True,
-                          timeout=600, env=env)
+                          timeout=600, env=env, cwd=tmp_path)  # outside the repository: the scripts are found
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     for number, step in enumerate(tour.STEPS, 1):
@@ -66,31 +82,69 @@ def test_a_missing_tool_is_reported_with_its_fix_and_the_tour_goes_on():
     """)
     done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "unavailable: Cython is not installed; to run this step: pip install cython" in done.stdout
-    assert "--- bytes_mutation: ok" in done.stdout
+    cython = done.stdout.split("cython: Cython ===")[1].split("--- cython:")[0]
+    assert cython.strip() == "skipped: Cython is not installed (pip install cython)", cython  # said once, by 04
+    assert "--- cython: unavailable" in done.stdout and "--- bytes_mutation: ok" in done.stdout
     assert "tour: 3 steps: 2 ok, 1 unavailable (cython), 0 FAILED" in done.stdout
 
 
-def test_a_broken_step_fails_the_tour_but_not_the_steps_after_it(monkeypatch, capsys):
-    def broken():
-        raise RuntimeError("a bug in a step")
+def test_the_jemalloc_step_never_restarts_the_process_that_runs_the_tour():
+    # 07_jemalloc.py restarts itself with GLIBC_TUNABLES set when run alone; in a program without the
+    # fix that calls tour.run, the step must be reported instead, and the program keep its process.
+    from pyguts.alloc.registry import REEXEC_MARK
 
-    def missing():
-        raise OSError("libfoo.so: cannot open shared object file")
+    child = textwrap.dedent(f"""
+        import os, sys
+        from pyguts import tour
+        status = tour.run(["jemalloc"])
+        print("mark after the tour:", os.environ.get({REEXEC_MARK!r}))
+        sys.exit(status)
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD", REEXEC_MARK)}
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("=== [1/1] jemalloc") == 1, done.stdout  # a restart would print the header again
+    assert "mark after the tour: None" in done.stdout
+    if "--- jemalloc: unavailable" in done.stdout:  # Debian's libjemalloc2 needs the fix; others may not
+        assert "GLIBC_TUNABLES" in done.stdout and "1 unavailable (jemalloc)" in done.stdout, done.stdout
+    else:
+        assert "--- jemalloc: ok" in done.stdout, done.stdout
 
-    steps = (tour.Step("broken", "a bug", broken), tour.Step("missing", "a missing library", missing),
-             *(s for s in tour.STEPS if s.name == "bytes_mutation"))
-    monkeypatch.setattr(tour, "STEPS", steps)
-    assert tour.run() == 1
+
+#: Stand-in scripts: (name, source, the status the tour must give it, what it must print for it).
+STAND_INS = (
+    ("broken", 'raise RuntimeError("a bug in a step")', "FAILED",
+     "FAILED:\nTraceback (most recent call last):"),
+    ("missing", 'raise OSError("libfoo.so: cannot open shared object file")', "unavailable",
+     "unavailable: OSError: libfoo.so: cannot open shared object file\n`pyguts doctor` says what to install"),
+    ("skipped", 'from pyguts.tour import skip\nskip("libfoo is not installed", "apt-get install libfoo-dev")',
+     "unavailable", "skipped: libfoo is not installed (apt-get install libfoo-dev)\n--- skipped: unavailable"),
+    ("exits", "import sys\nsys.exit(3)", "FAILED", "FAILED: exits.py exited with 3"),
+    ("done_early", "import sys\nprint('done early')\nsys.exit()", "ok", "done early\n--- done_early: ok"),
+)
+
+
+def test_each_outcome_of_a_script_gets_its_status_and_the_tour_goes_on(monkeypatch, tmp_path, capsys):
+    for name, source, _, _ in STAND_INS:
+        (tmp_path / f"{name}.py").write_text(source + "\n")
+    real = next(s for s in tour.STEPS if s.name == "bytes_mutation")
+    shutil.copy(pathlib.Path(str(tour.examples_folder())) / real.script, tmp_path)
+    monkeypatch.setattr(tour.steps, "examples_folder", lambda: tmp_path)
+    steps = [tour.Step(name, name, f"{name}.py") for name, *_ in STAND_INS] + [real]
+    assert tour.run(steps=steps) == 1
     out = capsys.readouterr().out
-    assert "FAILED:\nTraceback" in out and "RuntimeError: a bug in a step" in out
-    assert "unavailable: OSError: libfoo.so: cannot open shared object file" in out and "pyguts doctor" in out
+    for name, _, status, shown in STAND_INS:
+        assert f"--- {name}: {status}" in out and shown in out, (name, out)
+    assert "RuntimeError: a bug in a step" in out
+    skipped = out.split("=== [3/6] skipped: skipped ===")[1].split("--- skipped:")[0]
+    assert skipped.strip() == "skipped: libfoo is not installed (apt-get install libfoo-dev)"  # said once
     assert "--- bytes_mutation: ok" in out
-    assert "tour: 3 steps: 1 ok, 1 unavailable (missing), 1 FAILED (broken)" in out
+    assert ("tour: 6 steps: 2 ok, 2 unavailable (missing, skipped), 2 FAILED (broken, exits)") in out
 
 
 def test_unknown_step_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["tour", "--step", "nope"])
     assert exc.value.code == 2
-    assert "c_kernel" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "c_kernel" in err and "refcounts" in err

@@ -227,15 +227,9 @@ def test_notebook_bytes_to_subclass_with_dict_is_refused_with_the_reason():
 
 
 def _forced_notebook_swap():
-    # Where the bogus __dict__ pointer is read from depends on the neighbouring memory: before
-    # 3.12 the next pymalloc block's first word (its ob_refcnt), from 3.12 a pre-header word
-    # inside the previous block (its ob_shash, -1). Surround the victim with bytes objects of our
-    # own so the pointer is always garbage and the crash deterministic.
-    pool = [bytes(bytearray(b"Hello, world!")) for _ in range(512)]
-    addrs = {id(x) for x in pool}
-    ordered = sorted(addrs)   # pymalloc's block stride (debug builds pad blocks): the smallest gap
-    block = min(b - a for a, b in zip(ordered, ordered[1:]))
-    b = next(x for x in pool if id(x) - block in addrs and id(x) + block in addrs)
+    from pyguts.tour import surrounded_bytes
+
+    b, pool = surrounded_bytes(b"Hello, world!")   # the pointer read next to it is always garbage
     swap_type(b, DifferentClass, force=True)
     b.attr = "boom"
     return b.attr

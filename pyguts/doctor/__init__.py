@@ -112,7 +112,7 @@ def _layout_rows() -> tuple:
     if (_compat.VERSION, build) in layouts.COMPILER_VERIFIED:
         return "ok", found + f"; compiler-verified against this version's headers{debug}", "", extra
     return ("info", found + f"; NOT compiler-verified on this version (live-checked{debug})",
-            "run `python -m pytest tests/integration/test_layouts_probe.py` with this interpreter "
+            "run `python -m pytest tests/integration/test_objects_layouts_probe.py` with this interpreter "
             "(needs its Python.h) to check every row against offsetof/sizeof", extra)
 
 

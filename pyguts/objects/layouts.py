@@ -5,7 +5,7 @@ Each :class:`Row` gives one C struct for the interpreters in ``[since, until)`` 
 it was read from. A member whose type names another row is flattened into the enclosing model
 (its members keep their own names; their C path gets the member as prefix), exactly as C lays
 out a nested struct. :mod:`pyguts.objects.structs` turns the rows for one interpreter into ctypes
-classes; ``tests/integration/test_layouts_probe.py`` checks every row against the C compiler's
+classes; ``tests/integration/test_objects_layouts_probe.py`` checks every row against the C compiler's
 ``offsetof``/``sizeof`` on that interpreter's own headers.
 
 Member types: ``Py_ssize_t``, ``Py_hash_t``, ``ptr`` (any pointer), ``char``, ``uint8``,
@@ -38,7 +38,7 @@ NEWEST = (3, 15)
 
 BUILDS = ("default", "freethreaded")
 
-#: (version, build) whose rows tests/integration/test_layouts_probe.py checks against that
+#: (version, build) whose rows tests/integration/test_objects_layouts_probe.py checks against that
 #: interpreter's own headers with the C compiler: pyenv's 3.10-3.13 and Debian's 3.14 and 3.15
 #: (`make test` provisions them); the free-threaded rows through -DPy_GIL_DISABLED=1 on the same
 #: headers, since no free-threaded binary is available to run. `pyguts doctor` reports which applies.

@@ -127,7 +127,7 @@ def test_a_wrong_layout_in_use_breaks_the_core_and_exits_1(monkeypatch, capsys):
     assert "core BROKEN" in text.splitlines()[-1]
 
 
-#: As tests/unit/test_structs.py does: a bare pyguts package (its __init__ imports structs), then the
+#: As tests/unit/test_objects_structs.py does: a bare pyguts package (its __init__ imports structs), then the
 #: bytes row loses ob_shash before pyguts.objects.structs is first imported (by whatever runs next).
 WRONG_BYTES_ROW = textwrap.dedent(f"""
     import dataclasses, sys, types

@@ -15,7 +15,7 @@ import tempfile
 
 #: Fresh interpreters per contender (interleaved); each costs ~50-700 ms.
 IMPORT_RUNS = 15
-PYTEST_RUNS = 11
+PYTEST_RUNS = 21
 
 
 def _run(argv: list[str], cwd: str | None = None) -> None:

@@ -1,7 +1,8 @@
-"""pytest plugin: run marked tests in a forked child, and expect crashes by signal name.
+"""pytest plugin: run marked tests in a forked child, expect crashes by signal name, check for leaks.
 
-Registered through the ``pytest11`` entry point ``pyguts``; it changes nothing unless a test carries
-one of its markers or the run passes ``--pyguts-isolate``::
+Registered through the ``pytest11`` entry point ``pyguts``; it changes nothing, and imports neither
+pyguts.isolation nor pyguts.leaks, unless a test carries one of its markers or the run passes
+``--pyguts-isolate`` or ``--pyguts-leaks`` (``@pytest.mark.no_leaks``: see :mod:`pyguts.leaks.marker`)::
 
     @pytest.mark.isolated(timeout=10)          # body runs in a forked child (pyguts.isolate)
     def test_force_write(): ...

@@ -41,6 +41,10 @@ MAX_ROUNDS_FACTOR = 4
 #: A round lasts about this long: k = ROUND_TARGET_NS / time of one call, within [1, MAX_CALLS_PER_ROUND].
 ROUND_TARGET_NS = 300_000
 MAX_CALLS_PER_ROUND = 16
+#: Calls over which memory growth (blocks, malloc bytes, resident bytes) must persist, when nothing
+#: exact (references, gc objects, fds) grew: glibc's tcache and bins fill for dozens of calls when a
+#: function resizes buffers (a slow function, checked one call per round, was judged on 6 calls).
+MIN_MEMORY_LEAK_CALLS = 64
 #: Rounds without calls that measure the check's own per-round overhead (subtracted from every round).
 NULL_ROUNDS = 3
 #: Default warm-up calls, at least: glibc's tcache keeps up to 7 freed chunks per size class, counted
@@ -180,8 +184,6 @@ class _Session:
     def _done(self) -> bool:
         if self.rounds < self.runs:
             return False
-        if self.rounds >= self.runs * MAX_ROUNDS_FACTOR:
-            return True
         states = self.states
         undecided = UNDECIDED in states.values()
         exact = False
@@ -192,10 +194,15 @@ class _Session:
                     exact = True
                 else:
                     allocator = True
+        # Memory growth alone must also outlast MIN_MEMORY_LEAK_CALLS calls: allocator caches fill
+        # for a while (a slow function checked one call per round would otherwise be judged on ~6).
+        enough_calls = self.rounds * self.k >= MIN_MEMORY_LEAK_CALLS
+        if self.rounds >= self.runs * MAX_ROUNDS_FACTOR and (exact or not allocator or enough_calls):
+            return True
         if exact:
             return not undecided or self.rounds >= self.runs + 2
         if allocator:   # freelists and caches fill for a while: confirm over a second window of rounds
-            return self.rounds >= 2 * self.runs
+            return self.rounds >= 2 * self.runs and enough_calls
         return not undecided
 
     def _update_states(self) -> None:

@@ -174,6 +174,23 @@ def test_growth_on_two_rounds_of_three_stays_undecided_and_is_not_a_leak():
     assert report.signal("gc:list").state == UNDECIDED and "undecided" in str(report)
 
 
+BOUNDED_CACHE: list = []
+
+
+def _slow_call_filling_a_bounded_cache():
+    """A slow function (one call per round) whose malloc'ed cache grows for 30 calls, then stops."""
+    time.sleep(0.0005)
+    if len(BOUNDED_CACHE) < 30:
+        BOUNDED_CACHE.append(bytearray(4096))
+
+
+def test_memory_growth_that_stops_is_not_a_leak_even_for_a_slow_function():
+    BOUNDED_CACHE.clear()
+    report = leaks.check(_slow_call_filling_a_bounded_cache)
+    assert report.calls_per_round == 1 and len(BOUNDED_CACHE) == 30
+    assert not report.leaking, str(report)   # judged past the 30 growing calls, not on the first few
+
+
 def test_more_runs_means_more_rounds():
     assert leaks.check(len, "abc", runs=5).rounds >= 5
 

@@ -17,6 +17,7 @@ BATCH_NS = 2_000_000
 
 
 def _calibrate(fn: Callable[[], object]) -> int:
+    fn()  # warm-up: a first call may import or build (pyguts' names are imported on first use)
     number = 1
     while True:
         start = time.perf_counter_ns()

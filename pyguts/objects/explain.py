@@ -49,7 +49,7 @@ class Explanation:
     model: str
     header: str
     addr: int
-    nbytes: int
+    nbytes: int | None  # None: a variable-size type pyguts has no model for (see nbytes_of)
     fields: tuple[FieldInfo, ...]
 
     def field(self, name: str) -> FieldInfo:
@@ -57,6 +57,9 @@ class Explanation:
             if f.name == name:
                 return f
         raise KeyError(f"{self.model} has no field {name!r}; fields: {[f.name for f in self.fields]}")
+
+    def _size(self) -> str:
+        return "size unknown" if self.nbytes is None else f"{self.nbytes} bytes"
 
     def _rows(self) -> list[tuple[str, str, str, str, str, str]]:
         return [(str(f.offset), str(f.size), f.name,
@@ -67,7 +70,7 @@ class Explanation:
         head = ("offset", "size", "field", "raw bytes", "value", "meaning")
         rows = [head, *self._rows()]
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = [f"{self.type_name} object at {self.addr:#x}: {self.nbytes} bytes, "
+        lines = [f"{self.type_name} object at {self.addr:#x}: {self._size()}, "
                  f"model {self.model} ({self.header})"]
         for r in rows:
             lines.append("  ".join(c.rjust(w) if i < 2 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
@@ -77,7 +80,7 @@ class Explanation:
     def _repr_html_(self) -> str:
         cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self._rows())
         return (f"<p><b>{html.escape(self.type_name)}</b> object at <code>{self.addr:#x}</code>: "
-                f"{self.nbytes} bytes, model <code>{self.model}</code> ({html.escape(self.header)})</p>"
+                f"{self._size()}, model <code>{self.model}</code> ({html.escape(self.header)})</p>"
                 "<table><tr><th>offset</th><th>size</th><th>field</th><th>raw bytes</th><th>value</th>"
                 f"<th>meaning</th></tr>{cells}</table>")
 
@@ -112,7 +115,11 @@ def _meaning(obj: object, name: str, value, caller_refs: int) -> str:
     if name == "ob_size":
         if isinstance(obj, int):
             return f"sign × number of {_compat.DIGIT_BITS}-bit digits ({ndigits(obj)})"
-        return f"len = {len(obj)}" if isinstance(obj, _LEN_OWNERS) else "number of items"
+        if isinstance(obj, _LEN_OWNERS):
+            return f"len = {len(obj)}"
+        if isinstance(obj, type):
+            return "number of items"
+        return f"number of items, if {type(obj).__name__} objects keep one here (pyguts has no model of them)"
     if name in _HASH_FIELDS and isinstance(value, int):
         return "not computed yet (-1)" if value == -1 else f"cached hash: {value}"
     if name == "lv_tag":
@@ -180,7 +187,11 @@ def explain(obj: object) -> Explanation:
                                 _meaning(obj, name, value, caller_refs)))
     if tail is not None:
         fields.append(tail)
-    return Explanation(type(obj).__name__, model.__name__, model._header_, addr, nbytes_of(obj), tuple(fields))
+    try:
+        nbytes = nbytes_of(obj)
+    except TypeError:  # a variable-size type with no model: its size is not known (nbytes_of says why)
+        nbytes = None
+    return Explanation(type(obj).__name__, model.__name__, model._header_, addr, nbytes, tuple(fields))
 
 
 __all__ = ["Explanation", "FieldInfo", "explain"]

@@ -14,13 +14,17 @@ True
 from __future__ import annotations
 
 import ctypes
+import errno
+import functools
+import mmap
 import operator
+import os
 
 import numpy as np
 
 from pyguts import _compat
 from pyguts.objects import layouts
-from pyguts.objects.structs import MODELS, str_state
+from pyguts.objects.structs import MODELS, str_state, struct_owner
 
 #: Highest address + 1 a view may reach on this machine.
 _ADDRESS_LIMIT = 1 << (8 * _compat.POINTER_SIZE)
@@ -30,6 +34,10 @@ _Long, _Float, _Complex = MODELS["PyLongObject"], MODELS["PyFloatObject"], MODEL
 _ASCII, _Compact = MODELS["PyASCIIObject"], MODELS["PyCompactUnicodeObject"]
 _VarObject = MODELS["PyVarObject"]
 _STR_DTYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32}
+#: Variable-size types whose instances pyguts models as PyVarObjects with ob_size items after
+#: tp_basicsize (int has its own rule). Other types with a tp_itemsize (frames, generators, code
+#: objects, memoryviews, regex patterns) are not sized: ob_size may not even be their field.
+_COUNTED_BY_OB_SIZE = (bytes, tuple, type)
 _DIGIT_DTYPE = {2: np.uint16, 4: np.uint32}[_compat.DIGIT_SIZE]
 
 
@@ -53,6 +61,19 @@ def _array(addr: int, count: int, dtype, writable: bool, owner: object) -> np.nd
     return np.asarray(_Holder(addr, count, np.dtype(dtype), writable, owner))
 
 
+def kept_alive(x: object) -> tuple[int, object] | None:
+    """(id of the pyguts object holding the reference, the object) when ``x`` is a pyguts array
+    (``view``, ``payload``, ``view_address``) or a ``struct_of`` model, which keep the object whose
+    memory they show alive; None for anything else. No method of ``x`` runs."""
+    if issubclass(type(x), np.ndarray):
+        base = np.ndarray.base.__get__(x)
+        while issubclass(type(base), np.ndarray):
+            base = np.ndarray.base.__get__(base)
+        return (id(base), base.owner) if type(base) is _Holder else None
+    owner = struct_owner(x)
+    return None if owner is None else (id(x), owner)
+
+
 def ndigits(obj: int) -> int:
     """Number of digits CPython stores for the int ``obj`` (its sign lives elsewhere)."""
     if _compat.VERSION >= (3, 12):
@@ -73,7 +94,7 @@ def _str_data(obj: str) -> tuple[int, int]:
 def nbytes_of(obj: object) -> int:
     """Bytes CPython allocated for ``obj`` at ``id(obj)`` (its GC header and any managed
     ``__dict__`` pre-header excluded; separately allocated buffers such as a list's item array
-    not included).
+    not included). TypeError for a variable-size type pyguts has no model for.
 
     >>> nbytes_of(1.5) == float.__basicsize__
     True
@@ -89,7 +110,15 @@ def nbytes_of(obj: object) -> int:
     if isinstance(obj, type) and not obj.__flags__ & layouts.TPFLAGS_HEAPTYPE:  # a static type: a plain struct
         return type.__sizeof__(obj)
     if tp.__itemsize__:
+        if not issubclass(tp, _COUNTED_BY_OB_SIZE):
+            raise TypeError(
+                f"the size of a {tp.__name__} object is unknown to pyguts: its type declares {tp.__itemsize__}-byte "
+                "items (tp_itemsize), but no pyguts model says where their number is kept (a frame, for one, keeps "
+                "a pointer where a PyVarObject keeps ob_size). Use view_address(id(obj), "
+                f"{tp.__basicsize__}, owner=obj) for its fixed part (tp_basicsize)")
         return tp.__basicsize__ + tp.__itemsize__ * abs(_VarObject.from_address(id(obj)).ob_size)
+    # Every allocation of an instance (PyObject_New, tp_alloc) is tp_basicsize bytes; static
+    # singletons (None, NotImplemented, Ellipsis) declare 0.
     return tp.__basicsize__
 
 
@@ -114,7 +143,7 @@ def _check_mapped(addr: int, nbytes: int, writable: bool) -> None:
                 span, perms = line.split(None, 2)[:2]
                 start, end = (int(x, 16) for x in span.split("-"))
                 regions.append((start, end, perms))
-    except OSError:  # no /proc: nothing to check against (documented in SAFETY.md)
+    except OSError:  # no /proc: the readability probe below still decides
         return
     cursor, stop = addr, addr + nbytes
     for start, end, perms in sorted(regions):
@@ -130,12 +159,99 @@ def _check_mapped(addr: int, nbytes: int, writable: bool) -> None:
                      f"{cursor:#x}); refusing to view it (reading it would crash the interpreter)")
 
 
+class _IoVec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+#: Remote iovecs one process_vm_readv call may take (Linux UIO_MAXIOV).
+_IOV_MAX = 1024
+
+
+@functools.lru_cache(maxsize=None)
+def _process_vm_readv():
+    """libc's process_vm_readv (Linux 3.2+, glibc 2.15+), or None."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).process_vm_readv
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.POINTER(_IoVec), ctypes.c_ulong,
+                   ctypes.c_ulong]
+    fn.restype = ctypes.c_ssize_t
+    return fn
+
+
+def _probe_addresses(addr: int, nbytes: int) -> np.ndarray:
+    """One address in each page of [addr, addr + nbytes): addr itself, then each later page's start."""
+    first_next = (addr // mmap.PAGESIZE + 1) * mmap.PAGESIZE
+    later = np.arange(first_next, max(first_next, addr + nbytes), mmap.PAGESIZE, dtype=np.uint64)
+    return np.concatenate((np.array([addr], dtype=np.uint64), later))
+
+
+def _first_unreadable_vm(probes: np.ndarray) -> int | None:
+    """process_vm_readv of one byte at each probe address, on this very process: the kernel reports
+    a page it cannot read (EFAULT) instead of faulting. Raises OSError when the call is unavailable."""
+    fn, pid = _process_vm_readv(), os.getpid()
+    if fn is None:
+        raise OSError(errno.ENOSYS, "process_vm_readv is not available")
+    for i in range(0, len(probes), _IOV_MAX):
+        chunk = probes[i:i + _IOV_MAX]
+        remote = np.empty((len(chunk), 2), dtype=np.uint64)  # struct iovec {void *iov_base; size_t iov_len;}
+        remote[:, 0], remote[:, 1] = chunk, 1
+        sink = ctypes.create_string_buffer(len(chunk))
+        local = _IoVec(ctypes.addressof(sink), len(chunk))
+        got = fn(pid, ctypes.byref(local), 1, remote.ctypes.data_as(ctypes.POINTER(_IoVec)), len(chunk), 0)
+        if got < 0:
+            err = ctypes.get_errno()
+            if err != errno.EFAULT:
+                raise OSError(err, os.strerror(err))
+            return int(chunk[0])
+        if got < len(chunk):
+            return int(chunk[got])
+    return None
+
+
+def _first_unreadable_mem(probes: np.ndarray) -> int | None:
+    """The same probe through /proc/self/mem (an unreadable page reads as EIO)."""
+    fd = os.open("/proc/self/mem", os.O_RDONLY)
+    try:
+        for a in map(int, probes):
+            try:
+                if len(os.pread(fd, 1, a)) != 1:
+                    return a
+            except (OSError, OverflowError):
+                return a
+    finally:
+        os.close(fd)
+    return None
+
+
+def _check_readable(addr: int, nbytes: int) -> None:
+    """Refuse a range with a page that cannot be read. A page listed readable in /proc/self/maps may
+    still fault: [vvar] pages, or a file mapping past the end of a file truncated since."""
+    probes = _probe_addresses(addr, nbytes)
+    try:
+        bad = _first_unreadable_vm(probes)
+    except OSError:
+        try:
+            bad = _first_unreadable_mem(probes)
+        except OSError as exc:
+            raise ValueError(f"cannot prove that memory {addr:#x}..{addr + nbytes:#x} is readable: this system offers "
+                             f"neither process_vm_readv nor /proc/self/mem ({exc}); refusing to view it") from None
+    if bad is not None:
+        raise ValueError(f"memory at {bad:#x} cannot be read (the kernel refuses a read of that page: a special "
+                         "mapping such as [vvar], or a file mapping past its file's end); refusing to view it "
+                         "(reading it would crash the interpreter with SIGBUS or SIGSEGV)")
+
+
 def view_address(addr: int, nbytes: int, *, dtype="u1", writable: bool = False,
                  owner: object = None) -> np.ndarray:
     """Array of ``dtype`` over ``nbytes`` bytes at ``addr``; ``owner`` is kept alive as its base.
 
     The range must lie in memory mapped into this process (checked against /proc/self/maps),
-    readable, and writable too when ``writable=True``.
+    readable, and writable too when ``writable=True``; every page of it is read once through the
+    kernel (``process_vm_readv`` on this process, else ``/proc/self/mem``), which reports a page it
+    cannot read instead of crashing. Memory that stays mapped is the caller's promise: pass the
+    object that keeps it alive as ``owner``.
 
     >>> import ctypes
     >>> buf = ctypes.create_string_buffer(b"abc")
@@ -154,6 +270,7 @@ def view_address(addr: int, nbytes: int, *, dtype="u1", writable: bool = False,
                          f"(itemsize {dt.itemsize}); object and void-0 dtypes are refused")
     if nbytes:
         _check_mapped(addr, nbytes, writable)
+        _check_readable(addr, nbytes)
     return _array(addr, nbytes // dt.itemsize, dt, writable, owner)
 
 
@@ -201,4 +318,4 @@ def payload(obj: object, *, writable: bool = False) -> np.ndarray:
                     f"got {type(obj).__name__}; use view(obj) for its raw memory")
 
 
-__all__ = ["nbytes_of", "ndigits", "payload", "view", "view_address"]
+__all__ = ["kept_alive", "nbytes_of", "ndigits", "payload", "view", "view_address"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import inspect
 import sys
 
 from pyguts import _compat
@@ -52,6 +53,19 @@ def _count_of(addr: int) -> tuple[int, bool]:
         return _count(header), _immortal(header)
     count = _WORD.from_address(addr).value
     return count, _is_immortal_word(count)
+
+
+def header_count(addr: int) -> int:
+    """The count in the header of the object at ``addr``, nothing subtracted (free-threaded:
+    ``ob_ref_local + ob_ref_shared >> 2``)."""
+    return _count_of(addr)[0]
+
+
+def count_cell(addr: int):
+    """A ctypes scalar over the count of the object at ``addr``, so ``.value`` reads
+    :func:`header_count` without a call (default builds); None where the count spans two fields
+    (free-threaded)."""
+    return None if _WORD is None else _WORD.from_address(addr)
 
 
 def is_immortal(obj: object) -> bool:
@@ -79,22 +93,35 @@ def refcount(obj: object) -> int:
 
 
 #: 3.14+: a _PyStackRef whose low bit is set owns no reference (Py_TAG_REFCNT, Py_TAG_DEFERRED
-#: free-threaded); the low two bits are tags (Py_TAG_BITS), the rest is the object's address.
+#: free-threaded); the low two bits are tags (Py_TAG_BITS), the rest is the object's address. Both
+#: bits set (Py_INT_TAG) mark a tagged int, no object at all.
 _BORROWED_TAG = 1
 _TAG_MASK = 3
 _STACKREFS = _compat.VERSION >= (3, 14)
-#: Words of a running _PyInterpreterFrame searched for its first argument when no debug offsets say
-#: where localsplus starts (an interpreter newer than the table): the header is ~10 words.
-_FRAME_SEARCH_WORDS = 16
+#: 3.10 keeps a frame's variables in the frame object itself (PyFrameObject.f_localsplus, after a
+#: 20-entry block stack); 3.11+ in a _PyInterpreterFrame the frame object points to (f_frame).
+_LOCALS_IN_FRAME_OBJECT = _compat.VERSION < (3, 11)
+#: Words of a running frame searched for its first argument where no debug offsets say where
+#: localsplus starts (before 3.13, and past the table): a _PyInterpreterFrame header is ~10 words,
+#: a 3.10 PyFrameObject ~45.
+_FRAME_SEARCH_WORDS = 64 if _LOCALS_IN_FRAME_OBJECT else 16
+#: PyFrameObject: PyObject_HEAD, f_back, then f_frame (3.11+, Include/internal/pycore_frame.h).
+_F_FRAME = ctypes.sizeof(_Header) + _compat.POINTER_SIZE
 
 
 def _iframe(frame) -> int:
-    """Address of a running frame's _PyInterpreterFrame (PyFrameObject.f_frame)."""
+    """Address of a running frame's _PyInterpreterFrame (3.11+: PyFrameObject.f_frame); 3.10: the
+    frame object itself."""
+    if _LOCALS_IN_FRAME_OBJECT:
+        return id(frame)
     return ctypes.c_void_p.from_address(id(frame) + _F_FRAME).value
 
 
 def _frame_words(frame) -> list[int]:
-    return list((ctypes.c_size_t * _FRAME_SEARCH_WORDS).from_address(_iframe(frame)))
+    # 3.10: no further than the frame object's own allocation (frame.__sizeof__(), Objects/frameobject.c).
+    words = min(_FRAME_SEARCH_WORDS, frame.__sizeof__() // _compat.POINTER_SIZE) if _LOCALS_IN_FRAME_OBJECT \
+        else _FRAME_SEARCH_WORDS
+    return list((ctypes.c_size_t * words).from_address(_iframe(frame)))
 
 
 def _first_slot(frame) -> int:
@@ -117,14 +144,52 @@ def _find_localsplus() -> int:
                               "(no _Py_DebugOffsets, and no argument slot in the first frame words)")
 
 
-if _STACKREFS:
-    # PyFrameObject: PyObject_HEAD, f_back, then f_frame, its _PyInterpreterFrame
-    # (Include/internal/pycore_frame.h); there, localsplus[0] is the first argument: CPython's debug
-    # offsets say where, else (past the table) it is found by its contents.
-    _F_FRAME = ctypes.sizeof(_Header) + _compat.POINTER_SIZE
-    _offsets = debug_offsets.read()
-    _LOCALSPLUS = _offsets.values["interpreter_frame.localsplus"] if _offsets is not None else _find_localsplus()
-    del _offsets
+# localsplus[0] is a running frame's first argument: CPython's debug offsets say where (3.13+), else
+# it is found by its contents (before 3.13, and past the table).
+_offsets = debug_offsets.read()
+_LOCALSPLUS = (_offsets.values["interpreter_frame.localsplus"] if _offsets is not None and not _LOCALS_IN_FRAME_OBJECT
+               else _find_localsplus())
+del _offsets
+
+
+def _nlocalsplus(code) -> int:
+    """Slots a frame of ``code`` gives its variables: locals, then cells and free variables
+    (3.11+: a cell that is also an argument shares the argument's slot)."""
+    if _LOCALS_IN_FRAME_OBJECT:
+        return code.co_nlocals + len(code.co_cellvars) + len(code.co_freevars)
+    return len(set(code.co_varnames) | set(code.co_cellvars)) + len(code.co_freevars)
+
+
+#: 3.10 leaves a Python-to-Python call's arguments on the caller's value stack while the callee
+#: runs (3.11+ moves them into the callee's frame): each argument is then held twice.
+CALLERS_KEEP_ARGUMENTS = _compat.VERSION < (3, 11)
+_GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def frame_arguments(frame) -> list:
+    """The objects a running frame's named parameters still hold (positional and keyword-only), in
+    order; unbound ones skipped. Empty for a generator or coroutine frame, whose caller passed its
+    arguments when it was created, not when it was resumed."""
+    code = frame.f_code
+    if code.co_flags & _GENERATOR_FLAGS:
+        return []
+    return _owned(frame, code.co_argcount + code.co_kwonlyargcount)
+
+
+def frame_variables(frame) -> list:
+    """The objects a running frame's variables hold a reference to (locals, arguments, cells and
+    free variables), read from the frame's memory: ``frame.f_locals`` would build a locals dict
+    before 3.13, and that dict keeps references for as long as the frame runs. Unbound variables are
+    skipped, and so (3.14+) are arguments borrowed from the caller's stack, which own no count."""
+    return _owned(frame, _nlocalsplus(frame.f_code))
+
+
+def _owned(frame, count: int) -> list:
+    """The objects in a running frame's first ``count`` variable slots that own a reference."""
+    words = (ctypes.c_size_t * count).from_address(_iframe(frame) + _LOCALSPLUS)
+    # A _PyStackRef tagged Py_TAG_REFCNT (or Py_TAG_DEFERRED) owns no count; both tags set: an int.
+    return [ctypes.cast(w & ~_TAG_MASK, ctypes.py_object).value for w in words
+            if w & ~_TAG_MASK and not w & _BORROWED_TAG]
 
 
 def held_by_call(frame, obj: object) -> int:
@@ -163,4 +228,5 @@ def referrers(obj: object) -> list:
         del frame
 
 
-__all__ = ["held_by_call", "is_immortal", "refcount", "referrers"]
+__all__ = ["CALLERS_KEEP_ARGUMENTS", "count_cell", "frame_arguments", "frame_variables", "header_count",
+           "held_by_call", "is_immortal", "refcount", "referrers"]

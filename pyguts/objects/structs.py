@@ -238,6 +238,9 @@ def _read_only_field(model: type, name: str) -> property:
 
 
 _READ_ONLY: dict[type, type] = {}
+#: ids of every class struct_of() instantiates (the models and their read-only forms); ids, so
+#: that asking runs no metaclass __hash__ or __eq__.
+_OWNING_TYPES: set[int] = {id(model) for model in MODELS.values() if isinstance(model, type)}
 
 
 def _read_only(model: type) -> type:
@@ -246,6 +249,7 @@ def _read_only(model: type) -> type:
         props = {name: _read_only_field(model, name) for name in model._c_paths_}
         _READ_ONLY[model] = type(model.__name__, (model,), {**props, "__module__": __name__,
                                                             "__doc__": model.__doc__})
+        _OWNING_TYPES.add(id(_READ_ONLY[model]))
     return _READ_ONLY[model]
 
 
@@ -265,3 +269,11 @@ def struct_of(obj: object, *, writable: bool = False) -> ctypes.Structure:
     inst = (model if writable else _read_only(model)).from_address(id(obj))
     inst._pyguts_owner = obj
     return inst
+
+
+def struct_owner(inst: object) -> object | None:
+    """The object a :func:`struct_of` model instance keeps alive; None for anything else (no method
+    of ``inst`` runs)."""
+    if id(type(inst)) in _OWNING_TYPES:  # classes are never freed: their ids stay theirs
+        return inst.__dict__.get("_pyguts_owner")
+    return None

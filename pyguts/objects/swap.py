@@ -140,7 +140,7 @@ def swap_type(obj: object, new_type: type, *, force: bool = False) -> type:
     old_type = type(obj)
     if new_type is old_type:
         return old_type
-    refuse_shared(obj, f"change the type of {old_type.__name__} object {obj!r:.40}", force)
+    refuse_shared(obj, "change the type of", force)
     why = layout_difference(old_type, new_type)
     if why is None and _is_mutable_heap(old_type) and _is_mutable_heap(new_type):
         obj.__class__ = new_type  # CPython's own path: same checks passed, plus its bookkeeping

@@ -301,10 +301,9 @@ def ptx(name: str, arch: str = "sm_80") -> str:
         raise BuildError(f"compiling {name}.cu to PTX needs nvcc, which is not found; {FIX_NVCC}")
     text = gpu_kernels.source(name)
     key = hashlib.sha256(f"{nvcc}\0{arch}\0{text}".encode()).hexdigest()[:24]
-    cached = native.cache_dir() / "ptx" / f"{name}-{arch}-{key}.ptx"
+    cached = native.cache_folder("ptx") / f"{name}-{arch}-{key}.ptx"
     if cached.exists():
         return cached.read_text()
-    cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     command = [nvcc, "-ptx", f"-arch={arch}", "-o", str(tmp), str(gpu_kernels.path(name))]
     done = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -190,11 +190,11 @@ def _nvcc() -> tuple:
         return "missing", f"{tool.detail}; but no host compiler (g++/gcc) on PATH, which nvcc needs even for PTX", \
             "apt-get install g++ (or pass nvcc -ccbin)"
     stat = os.stat(path)
-    from pyguts.native.compiler import cache_dir
+    from pyguts.native import cache_folder
 
     key = repr((path, stat.st_mtime_ns, stat.st_size, host, os.stat(host).st_mtime_ns, PTX_ARCH, _PROBE_CU))
     key = hashlib.sha256(key.encode()).hexdigest()[:16]
-    marker = cache_dir() / "doctor" / f"nvcc-ptx-{key}.ok"  # only successes are cached
+    marker = cache_folder("doctor") / f"nvcc-ptx-{key}.ok"  # only successes are cached
     if marker.exists():
         return "ok", f"{tool.detail}; emits PTX for {PTX_ARCH} (cached)"
     with tempfile.TemporaryDirectory(prefix="pyguts-doctor-") as tmp:
@@ -207,7 +207,6 @@ def _nvcc() -> tuple:
     if done.returncode != 0 or f".target {PTX_ARCH}" not in ptx:
         return ("broken", f"{tool.detail}; `nvcc -arch={PTX_ARCH} --ptx` failed: {done.stderr.strip()[-300:]}",
                 "install a CUDA toolkit that targets sm_80 (CUDA 11.0 or later)")
-    marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
     return "ok", f"{tool.detail}; emits PTX for {PTX_ARCH}"
 

@@ -27,13 +27,13 @@ from typing import Any, Callable, Iterable
 
 import cffi
 
-from pyguts.native.compiler import CHECK_PREFIX, DEFAULT_FLAGS, MISALIGNED_HOOK, build_module, cache_dir, parse_cdef
+from pyguts.native.compiler import CHECK_PREFIX, DEFAULT_FLAGS, MISALIGNED_HOOK, build_module, cache_dir, cache_folder, parse_cdef
 from pyguts.native.calls import make_wrapper, misaligned_error, param_info, signature
 from pyguts.native.pointers import Callback, Pointer, address_of, callback, park, pointer, raise_pending
 from pyguts.errors import BuildError, NativeError
 
 __all__ = ["DEFAULT_FLAGS", "BuildError", "Callback", "Library", "NativeError", "Pointer",
-           "address_of", "build", "cache_dir", "callback", "load", "pointer", "raise_pending"]
+           "address_of", "build", "cache_dir", "cache_folder", "callback", "load", "pointer", "raise_pending"]
 
 #: Libraries whose dependencies must be opened RTLD_GLOBAL first: libgsl needs the CBLAS symbols
 #: of libgslcblas (the notebook's "libgslcblas.so not found"). Debian's libgsl.so.27 links it,

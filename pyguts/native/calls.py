@@ -6,11 +6,18 @@ For each declared function a small Python function is generated (like attrs gene
 forms (None, cdata, :class:`Pointer`, :class:`Callback`, bytes) or raises an error naming the
 parameter, the C type, what was got and what to do. C is never called with an argument that
 failed a check. cffi releases the GIL around the call.
+
+Lengths tied with ``lengths=`` are checked against the buffer cffi exported (``len`` of the
+``from_buffer`` cdata), not against what the object says of itself, and C receives the very int
+that was checked: anything with ``__index__`` is converted once, as ``int.__index__(operator.index(n))``
+(cffi itself would use ``__int__``, and an ``int`` subclass may lie in its comparisons).
 """
 
 from __future__ import annotations
 
 import keyword
+import operator
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -18,7 +25,7 @@ import cffi
 import cffi.cparser
 import numpy as np
 
-from pyguts.native.pointers import PENDING, Callback, Pointer, raise_pending
+from pyguts.native.pointers import CHECKED_CALL, PENDING, Callback, Pointer, raise_pending
 
 _FLOATS = {"float": "f4", "double": "f8", "long double": "g",
            "float _Complex": "c8", "double _Complex": "c16"}
@@ -136,6 +143,7 @@ def make_wrapper(ffi: cffi.FFI, sig: Signature, cfunc: Callable[..., Any], *,
     ``_native_build.align_checks``), which saves numpy's flags object (~30 ns) per array here.
     """
     ns: dict[str, Any] = {"_nd": np.ndarray, "_fb": ffi.from_buffer, "_Slow": _Slow, "_c": cfunc,
+                          "_int": as_int,
                           "_Cb": Callback, "_pending": PENDING, "_raise_pending": raise_pending,
                           "_convert": lambda args: convert(ffi, sig, args),
                           "_explain": lambda exc, args: explain(ffi, sig, exc, args)}
@@ -159,7 +167,7 @@ def make_wrapper(ffi: cffi.FFI, sig: Signature, cfunc: Callable[..., Any], *,
                 ns[f"_dt{i}"] = p.dtypes[0]
                 test = [f"{p.name}.dtype is not _dt{i}"]
             elif not p.dtypes and p.ctype.item.kind == "void":
-                test = [f"{p.name}.__class__ is not _nd"]
+                test = [f"{p.name}.__class__ is not _nd", f"{p.name}.dtype.hasobject"]
             else:
                 test = ["True"]  # several dtypes (char), structs: checked in full by _convert
             if p.align > 1 and not align_in_c:
@@ -175,15 +183,18 @@ def make_wrapper(ffi: cffi.FFI, sig: Signature, cfunc: Callable[..., Any], *,
         elif p.name in late:
             body.append(f"if {p.name} is _Slow: raise _Slow")
     for length, arrays in sig.filled.items():
-        # The filled value goes to a local: the slow path must see the caller's own arguments.
-        i = [p.name for p in sig.params].index(length)
-        sizes = [f"{a}.{'nbytes' if _param(sig, a).unit == 1 else 'size'}" for a in arrays]
+        # The filled or converted value goes to a local: the slow path must see the caller's own
+        # arguments. Sizes are those of the exported buffers (len of the from_buffer cdata).
+        i = names.index(length)
+        sizes = [f"len(_a{names.index(a)})" for a in arrays]
         body.append(f"_a{i} = {length}")
         body.append(f"if _a{i} is None:")
         body.append(f"    _a{i} = {sizes[0]}")
         if len(sizes) > 1:
             body.append(f"    if {' or '.join(f'{s} != _a{i}' for s in sizes[1:])}: raise _Slow")
-        body.append(f"elif {' or '.join(f'{s} < _a{i}' for s in sizes)}: raise _Slow")
+        body.append("else:")
+        body.append(f"    if _a{i}.__class__ is not int: _a{i} = _int(_a{i})")
+        body.append(f"    if {' or '.join(f'{s} < _a{i}' for s in sizes)}: raise _Slow")
     converted = [f"_a{i}" if p.kind in ("array", "func") or p.name in sig.filled else p.name
                  for i, p in enumerate(sig.params)]
     tuple_src = "(" + "".join(f"{n}, " for n in converted) + ")"
@@ -201,7 +212,7 @@ def make_wrapper(ffi: cffi.FFI, sig: Signature, cfunc: Callable[..., Any], *,
               "        _raise_pending()",
               "    return _r"]
     source = "\n".join(lines)
-    exec(compile(source, f"<pyguts.native checked call {sig.name}>", "exec"), ns)
+    exec(compile(source, f"{CHECKED_CALL} {sig.name}>", "exec"), ns)
     wrapper = ns[sig.name]
     wrapper.__doc__ = f"Checked call of C {ffi.getctype(ffi.typeof(cfunc), sig.name)}."
     wrapper.__pyguts_source__ = source
@@ -243,35 +254,55 @@ def convert(ffi: cffi.FFI, sig: Signature, args: tuple[Any, ...]) -> tuple[Any, 
         else:
             arg = value
         out.append(arg)
+    names = [p.name for p in sig.params]
     for length, arrays in sig.filled.items():
         known = {a: counts[a] for a in arrays if counts[a] is not None}
         given = values[length]
         unit = "bytes" if _param(sig, arrays[0]).unit == 1 else "elements"
-        if given is None:
-            if not known:
-                raise TypeError(f"{sig.name}() needs {length!r}: it can be filled only from an array "
-                                f"of known length in {arrays}, got none; pass {length}= explicitly")
+        if given is not None:
+            given = out[names.index(length)] = _length(sig, _param(sig, length), arrays, given)
+        elif not known:
+            raise TypeError(f"{sig.name}() needs {length!r}: it can be filled only from an array "
+                            f"of known length in {arrays}, got none; pass {length}= explicitly")
+        else:
             sizes = set(known.values())
             if len(sizes) > 1:
                 got = ", ".join(f"{a}: {n}" for a, n in known.items())
                 raise ValueError(f"arrays tied to {length!r} of {sig.name}() must have the same "
                                  f"length when {length} is omitted, got {got} {unit}; pass arrays of "
                                  f"equal length or {length}= explicitly")
-            given = sizes.pop()
-            out[[p.name for p in sig.params].index(length)] = given
+            given = out[names.index(length)] = sizes.pop()
         for a, n in known.items():
-            if isinstance(given, int) and n < given:
+            if n < given:
+                got = "None (a NULL pointer, so 0)" if values[a] is None else n
                 raise ValueError(f"{argument_text(sig, _param(sig, a))} must have at least {length}={given} "
-                                 f"{unit} (lengths={{{a!r}: {length!r}}}), got {n}; pass a longer "
+                                 f"{unit} (lengths={{{a!r}: {length!r}}}), got {got}; pass a longer "
                                  f"array or a smaller {length}")
     return tuple(out)
+
+
+def as_int(value: Any) -> int:
+    """``value`` as an exact int through ``__index__`` (TypeError if it has none): what C receives."""
+    return int.__index__(operator.index(value))
+
+
+def _length(sig: Signature, p: Param, arrays: list[str], value: Any) -> int:
+    try:
+        return as_int(value)
+    except TypeError:
+        raise TypeError(f"{argument_text(sig, p)} must be an integer (int, numpy integer or any object "
+                        f"with __index__): it is the length of {', '.join(map(repr, arrays))} "
+                        f"(lengths=), got {type(value).__name__} {value!r}; pass an integer, e.g. "
+                        f"int({p.name})") from None
 
 
 def _convert_array(ffi: cffi.FFI, sig: Signature, p: Param, value: Any) -> tuple[Any, int | None]:
     cname = ("const " if p.const else "") + p.ctype.cname
     if value is None:
-        return ffi.NULL, None
+        return ffi.NULL, 0  # NULL points to zero elements: fine only where the length is 0
     if isinstance(value, Pointer):
+        if value.dtype is not None and value.dtype.hasobject:
+            raise _not_plain(sig, p, f"a Pointer to dtype {value.dtype}")
         if value.readonly and not p.const:
             raise ValueError(f"{argument_text(sig, p)} is a read-only Pointer but '{cname}' is not const "
                              f"(C may write); pass pointer() of a writable array")
@@ -289,7 +320,11 @@ def _convert_array(ffi: cffi.FFI, sig: Signature, p: Param, value: Any) -> tuple
                             f"immutable bytes; pass a bytearray or a numpy array")
         return value, len(value) // p.unit
     if isinstance(value, (bytearray, memoryview)) and not p.dtypes:
-        return ffi.from_buffer(p.buffer_cdecl, value, not p.const), memoryview(value).nbytes // p.unit
+        view = memoryview(value)
+        if "O" in re.sub(r":[^:]*:", "", view.format):  # PEP 3118 'O': object pointers (names stripped)
+            raise _not_plain(sig, p, f"a memoryview of format {view.format!r}")
+        buffer = ffi.from_buffer(p.buffer_cdecl, value, not p.const)
+        return buffer, len(buffer)
     if not isinstance(value, np.ndarray):
         want = f"numpy.{p.dtypes[0]}" if p.dtypes else "numpy.uint8"
         raise TypeError(f"{argument_text(sig, p)} must be a numpy array for '{cname}', got "
@@ -307,12 +342,22 @@ def _convert_array(ffi: cffi.FFI, sig: Signature, p: Param, value: Any) -> tuple
         raise ValueError(f"{argument_text(sig, p)} must be writable: '{cname}' is not const, so C may write "
                          f"to it, got a read-only array; pass {p.name}.copy() or declare the "
                          f"parameter const")
-    count = value.nbytes // p.unit
-    return ffi.from_buffer(p.buffer_cdecl, value, not p.const), count
+    buffer = ffi.from_buffer(p.buffer_cdecl, value, not p.const)
+    return buffer, len(buffer)
+
+
+def _not_plain(sig: Signature, p: Param, got: str) -> TypeError:
+    cname = ("const " if p.const else "") + p.ctype.cname
+    return TypeError(f"{argument_text(sig, p)} must be plain data to be passed as '{cname}', got {got}, "
+                     f"whose items are pointers numpy manages (Python objects or variable-width strings): "
+                     f"C writing them corrupts the interpreter; pass numbers or fixed-width bytes, e.g. "
+                     f"numpy.asarray({p.name}, dtype=float)")
 
 
 def check_dtype(ffi: cffi.FFI, sig: Signature, p: Param, value: np.ndarray) -> None:
     cname = ("const " if p.const else "") + p.ctype.cname
+    if value.dtype.hasobject:
+        raise _not_plain(sig, p, f"dtype {value.dtype}")
     if p.dtypes:
         if value.dtype in p.dtypes and value.dtype.isnative:
             return

@@ -5,13 +5,14 @@ language, the flags, the libraries, OpenMP, the compiler (its path and ``--versi
 interpreter (version, ABI tag, headers) and cffi's version. A build happens under an exclusive
 file lock and ends with an atomic ``os.replace``, so a second process building the same module
 waits and then reuses it, and a reader never sees half a file.
+
+What is on disk is trusted only as far as :mod:`pyguts.native.cache` checks it: a private
+folder, and a module whose bytes match the digest recorded when it was built.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import importlib.util
 import os
 import pathlib
 import platform
@@ -27,6 +28,7 @@ import cffi
 from cffi.recompiler import make_c_source
 
 from pyguts import _compat
+from pyguts.native import cache
 from pyguts.errors import BuildError
 
 #: Bumped when the generated code or the compile command changes shape (invalidates old builds).
@@ -69,7 +71,9 @@ _compiler_facts_cache: dict[tuple[str, int], tuple[str, tuple[str, ...]]] = {}
 def cache_dir() -> pathlib.Path:
     """Directory of built modules: $PYGUTS_CACHE_DIR, else $XDG_CACHE_HOME/pyguts, else ~/.cache/pyguts.
 
-    Built modules live in its ``native/`` folder; deleting the folder is always safe.
+    Built modules live in its ``native/`` folder; deleting the folder is always safe. Both must
+    belong to you and be writable by nobody else, and no folder above them may be writable by
+    others unless it is sticky (like /tmp); :func:`pyguts.native.build` refuses otherwise.
 
     >>> isinstance(cache_dir(), pathlib.Path)
     True
@@ -80,6 +84,11 @@ def cache_dir() -> pathlib.Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = pathlib.Path(xdg) if xdg else pathlib.Path.home() / ".cache"
     return base / "pyguts"
+
+
+def cache_folder(name: str) -> pathlib.Path:
+    """``cache_dir() / name``, created private (0700) and checked like the modules' folder."""
+    return cache.private_folder(cache_dir() / name, owned=2)
 
 
 def find_compiler(language: str) -> list[str]:
@@ -144,19 +153,23 @@ def build_module(cdef: str, source: str, *, language: str, flags: tuple[str, ...
     modname = f"_pyguts_native_{build_key(parts, compiler)}"
     if modname in _modules:
         return _modules[modname], True
-    root = cache_dir() / "native"
+    root = cache_folder("native")
     final = root / (modname + _compat.EXT_SUFFIX)
-    hit = final.exists()
+    module = cache.load_verified(modname, final)
+    hit = module is not None
     if not hit:
-        root.mkdir(parents=True, exist_ok=True)
-        with open(root / (modname + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent builder finishes first, then we reuse it
-            hit = final.exists()
+        with cache.locked(root / (modname + ".lock")):
+            module = cache.load_verified(modname, final)  # a concurrent builder may have finished it
+            hit = module is not None
             if not hit:
                 _compile(cdef, source, language=language, flags=flags, libraries=libraries,
                          threads=threads, name=name, modname=modname, compiler=compiler,
                          root=root, final=final)
-    module = _import(modname, final, cdef)
+                module = cache.load_verified(modname, final)
+                if module is None:
+                    raise BuildError(f"the module just built at {final} no longer matches its "
+                                     f"digest: something else writes in {root}; set $PYGUTS_CACHE_DIR "
+                                     f"to a folder only you can write")
     _modules[modname] = module
     return module, hit
 
@@ -181,6 +194,7 @@ def _compile(cdef, source, *, language, flags, libraries, threads, name, modname
         ffi.cdef(checks_cdef)
     preamble = f"{_BEGIN}\n#line 1 \"{user_file}\"\n{source}\n{_END}\n{checks_source}"
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=modname + ".build-", dir=root))
+    os.chmod(tmp, cache.DIR_MODE)
     try:
         generated = tmp / (modname + _SUFFIX[language])
         make_c_source(ffi, modname, preamble, str(generated), verbose=False)
@@ -201,7 +215,7 @@ def _compile(cdef, source, *, language, flags, libraries, threads, name, modname
         done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp)
         if done.returncode != 0:
             raise _build_error(done, command, user_file, name)
-        os.replace(out, final)  # atomic: readers see no file or the whole file
+        cache.publish(out, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -273,19 +287,3 @@ def _build_error(done: subprocess.CompletedProcess, command: list[str], user_fil
     error.command = command
     error.returncode = done.returncode
     return error
-
-
-def _import(modname: str, path: pathlib.Path, cdef: str) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(modname, path)
-    try:
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    except ImportError as exc:
-        missing = re.search(r"undefined symbol: (\w+)", str(exc))
-        path.unlink(missing_ok=True)  # never reuse a module that cannot load
-        if missing:
-            raise BuildError(f"{missing.group(1)!r} is declared in the cdef but the source does not "
-                             f"define it (or a library providing it is not in libraries=); define "
-                             f"it, or pass libraries=[...]") from exc
-        raise BuildError(f"the built module {path} does not load: {exc}") from exc
-    return module

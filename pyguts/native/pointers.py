@@ -2,14 +2,19 @@
 
 ``Pointer`` holds a buffer export of its owner (cffi ``from_buffer``), so the owner can neither be
 freed nor resized (a ``bytearray`` or ``ndarray.resize`` raises ``BufferError``) while the pointer
-lives. ``Callback`` keeps the cffi callback alive; an exception raised inside it is parked per
-thread in ``PENDING`` and re-raised by the checked call that was running when C called back.
+lives. ``Callback`` keeps the cffi callback alive. An exception raised inside it belongs to the
+checked call running on that thread, found by its frame on the stack (the per-call token: a
+thread id alone is reused by the next thread); it is parked in ``PENDING`` and re-raised by that
+call only. With no checked call on the stack (a raw ``lib.lib`` call, a thread C started) it goes
+to :func:`sys.unraisablehook` at once, as CPython does with exceptions it cannot raise.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -19,26 +24,78 @@ import numpy as np
 #: The FFI used for callbacks and casts when no library's FFI is given (types are shared across FFIs).
 FFI = cffi.FFI()
 
-#: Exceptions raised inside callbacks (or recorded by library error handlers), by thread id, waiting
-#: for the checked call on that thread to return. Mutated in place, never rebound.
-PENDING: dict[int, BaseException] = {}
+#: Start of the file name of every generated checked call's code: how park() finds the call.
+CHECKED_CALL = "<pyguts.native checked call"
+
+#: Exceptions raised inside callbacks (or recorded by library error handlers) during a checked
+#: call, by thread id: (exception, the checked call's frame). Only that call pops its entry, when
+#: C returns. Mutated in place, never rebound.
+PENDING: dict[int, tuple[BaseException, Any]] = {}
 
 _get_ident = threading.get_ident
 
 
+def _checked_call(frame: Any) -> Any:
+    """The innermost checked call's frame at or above ``frame``, or None."""
+    while frame is not None and not frame.f_code.co_filename.startswith(CHECKED_CALL):
+        frame = frame.f_back
+    return frame
+
+
+def _on_stack(target: Any, frame: Any) -> bool:
+    while frame is not None and frame is not target:
+        frame = frame.f_back
+    return frame is not None
+
+
 def raise_pending() -> None:
-    """Re-raise the exception parked by a callback on this thread, if any.
+    """Re-raise the exception a callback parked for the checked call that calls this; every one does.
+
+    An exception parked for another checked call (an outer one on this thread) is left for it.
 
     >>> raise_pending()  # nothing parked: returns None
     """
-    exc = PENDING.pop(_get_ident(), None)
-    if exc is not None:
+    entry = PENDING.get(_get_ident())
+    if entry is None:
+        return
+    exc, call = entry
+    caller = sys._getframe(1)
+    if call is caller:
+        del PENDING[_get_ident()]
         raise exc
+    if not _on_stack(call, caller):  # its call ended without popping it (interrupted): never raise it
+        del PENDING[_get_ident()]
+        report_unraisable(exc)
 
 
 def park(exc: BaseException) -> None:
-    """Park ``exc`` for this thread's running checked call; the first exception wins."""
-    PENDING.setdefault(_get_ident(), exc)
+    """Park ``exc`` for the checked call running on this thread (the first one wins), else report it."""
+    call = _checked_call(sys._getframe(1))
+    if call is None:
+        report_unraisable(exc)
+        return
+    entry = PENDING.setdefault(_get_ident(), (exc, call))
+    if entry[1] is not call:  # an outer call's exception waits here: this one cannot be raised
+        report_unraisable(exc)
+
+
+def report_unraisable(exc: BaseException) -> None:
+    """Hand ``exc`` to :func:`sys.unraisablehook` (which prints it by default).
+
+    Python has no public way to call the hook with its own argument type, so a weakref callback
+    raises ``exc`` while its referent dies: CPython reports that through the hook.
+    """
+    def pyguts_native_callback_error_outside_a_checked_call(ref: Any) -> None:
+        raise exc
+
+    anchor = _Anchor()
+    ref = weakref.ref(anchor, pyguts_native_callback_error_outside_a_checked_call)
+    del anchor  # the callback runs now (reference counting) and its exception goes to the hook
+    del ref
+
+
+class _Anchor:
+    __slots__ = ("__weakref__",)
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,12 +201,12 @@ def callback(cdecl: str, fn: Callable[..., Any], *, error: Any = _DEFAULT, lib: 
 
     If ``fn`` raises, C receives ``error`` (default: NaN for floating results, -1 for signed and
     all bits set for unsigned integers, NULL for pointers, zero otherwise), later calls of the
-    callback during the same C call return ``error`` without running ``fn``, and the checked call
-    (see :func:`pyguts.native.build`) re-raises the exception once C returns. An exception
-    raised while no checked call runs on that thread (C called through ``lib.lib`` or later)
-    waits for the next checked call there, or for :func:`raise_pending`; one raised on a thread
-    C started itself is never re-raised elsewhere. Pass ``lib=`` to use type names declared in
-    that library's cdef.
+    callback on that thread during the same C call return ``error`` without running ``fn``, and
+    the checked call (see :func:`pyguts.native.build`) re-raises the exception once C returns.
+    An exception raised while no checked call runs on that thread (C called through ``lib.lib``,
+    or a thread C started itself) is never raised by any call: it goes to
+    :func:`sys.unraisablehook`, which prints it. Pass ``lib=`` to use type names declared in that
+    library's cdef.
 
     >>> cb = callback("double(double)", lambda x: 2 * x)
     >>> cb.cdata(3.0)

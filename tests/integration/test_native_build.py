@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -155,3 +156,137 @@ def test_libraries_are_linked(cache):
         double gamma5(void) { return gsl_sf_gamma(5.0); }
     """, libraries=["gsl", "gslcblas", "m"])
     assert lib.gamma5() == 24.0
+
+
+# --- the cache trusts only its permissions (issue 14, item 9) ---------------------------------------
+
+ANSWER_CDEF = "int answer(void);"
+
+
+@pytest.fixture
+def answer(request):
+    """C source returning 42, unique to the test: no module of it is loaded in this process yet."""
+    return f"/* {request.node.nodeid} */ int answer(void) {{ return 42; }}"
+
+
+def _build_in_subprocess(cache: pathlib.Path, source: str, **popen) -> pathlib.Path:
+    """Build ``source`` in a fresh process (this one never loads it); the path of the cached module."""
+    script = (f"from pyguts import native; lib = native.build({ANSWER_CDEF!r}, {source!r}); "
+              f"assert lib.answer() == 42; print(lib.path)")
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYGUTS_CACHE_DIR": str(cache)},
+                          capture_output=True, text=True, timeout=120, **popen)
+    assert done.returncode == 0, done.stderr
+    return pathlib.Path(done.stdout.strip())
+
+
+def _compile_module(modname: str, source: str, out: pathlib.Path) -> None:
+    """An extension module named ``modname`` (what the cache would load) made by hand."""
+    import cffi
+    from cffi.recompiler import make_c_source
+
+    from pyguts import _compat
+
+    ffi = cffi.FFI()
+    ffi.cdef(ANSWER_CDEF)
+    c_file = out.with_suffix(".c")
+    make_c_source(ffi, modname, source, str(c_file), verbose=False)
+    subprocess.run(["cc", "-shared", "-fPIC", f"-I{_compat.PY_INCLUDE}", "-o", str(out), str(c_file)],
+                   check=True, capture_output=True)
+
+
+def test_planted_module_under_the_cache_name_is_not_loaded(cache, tmp_path, answer):
+    path = _build_in_subprocess(cache, answer)
+    modname = path.name.split(".")[0]
+    planted = tmp_path / "planted.so"
+    _compile_module(modname, "int answer(void) { return 666; }", planted)
+    os.replace(planted, path)  # same name, other bytes
+    lib = native.build(ANSWER_CDEF, answer)
+    assert lib.answer() == 42 and not lib.cache_hit  # rebuilt over it
+    assert native.build(ANSWER_CDEF, answer).answer() == 42
+
+
+def test_module_without_its_digest_is_not_loaded(cache, tmp_path, answer):
+    path = _build_in_subprocess(cache, answer)
+    for sidecar in path.parent.glob(path.name.split(".")[0] + ".sha256"):
+        sidecar.unlink()
+    planted = tmp_path / "planted.so"
+    _compile_module(path.name.split(".")[0], "int answer(void) { return 666; }", planted)
+    os.replace(planted, path)
+    assert native.build(ANSWER_CDEF, answer).answer() == 42
+
+
+def test_lock_file_symlink_is_not_followed(cache, tmp_path, answer):
+    path = _build_in_subprocess(cache, answer)
+    path.unlink()  # the next build takes the lock
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    (path.parent / (path.name.split(".")[0] + ".lock")).unlink()
+    (path.parent / (path.name.split(".")[0] + ".lock")).symlink_to(victim)
+    try:
+        native.build(ANSWER_CDEF, answer)
+    except native.BuildError as exc:
+        refused = str(exc)
+    else:
+        refused = ""
+    assert victim.read_text() == "keep me"  # not truncated through the link
+    assert re.search(r"\.lock is a symbolic link.*PYGUTS_CACHE_DIR", refused)
+
+
+def test_cache_modes_do_not_depend_on_the_umask(tmp_path, answer):
+    cache = tmp_path / "made" / "by" / "pyguts"
+    path = _build_in_subprocess(cache, answer, umask=0)
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o7777)
+             for p in [tmp_path / "made", tmp_path / "made" / "by", *cache.rglob("*"), cache]}
+    expected = {name: oct(0o700 if (tmp_path / name).is_dir() else 0o600) for name in modes}
+    assert modes == expected
+    assert path.parent == cache / "native"
+
+
+@pytest.mark.parametrize("mode, where", [(0o777, "cache"), (0o770, "cache"), (0o777, "native"),
+                                         (0o777, "above")],
+                         ids=["cache-world", "cache-group", "native-world", "parent-world"])
+def test_cache_writable_by_others_is_refused(tmp_path, monkeypatch, mode, where, answer):
+    cache = tmp_path / "above" / "cache"
+    (cache / "native").mkdir(parents=True, mode=0o700)
+    os.chmod(tmp_path / "above", 0o755)
+    folder = {"cache": cache, "native": cache / "native", "above": tmp_path / "above"}[where]
+    os.chmod(folder, mode)
+    if mode & 0o020 and not mode & 0o002:
+        if os.geteuid() != 0:
+            pytest.skip("needs root to hand the folder to a shared group (chgrp)")
+        os.chown(folder, -1, 12345)  # a group that is not this user's private group
+    monkeypatch.setenv("PYGUTS_CACHE_DIR", str(cache))
+    with pytest.raises(native.BuildError, match=rf"{folder} is writable by .*PYGUTS_CACHE_DIR"):
+        native.build(ANSWER_CDEF, answer)
+    assert not list((cache / "native").iterdir())  # nothing read, built or written there
+
+
+def test_sticky_shared_parent_is_fine(tmp_path, monkeypatch, answer):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)  # like /tmp: others cannot rename or delete what is ours
+    monkeypatch.setenv("PYGUTS_CACHE_DIR", str(shared / "cache"))
+    assert native.build(ANSWER_CDEF, answer).answer() == 42
+
+
+def test_cache_owned_by_someone_else_is_refused(tmp_path, monkeypatch, answer):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a folder away (chown)")
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    os.chown(cache, 12345, -1)
+    monkeypatch.setenv("PYGUTS_CACHE_DIR", str(cache))
+    with pytest.raises(native.BuildError, match=r"belongs to uid 12345, not to you"):
+        native.build(ANSWER_CDEF, answer)
+
+
+def test_group_writable_private_group_is_fine(tmp_path, monkeypatch, answer):
+    from pyguts.native.cache import _private_group
+
+    if not _private_group(os.getegid()):
+        pytest.skip("this user's group is shared, not a user private group")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    os.chmod(cache, 0o770)  # umask 002 on Fedora/Debian user-private-group setups
+    monkeypatch.setenv("PYGUTS_CACHE_DIR", str(cache))
+    assert native.build(ANSWER_CDEF, answer).answer() == 42

@@ -20,7 +20,8 @@ class UnsafeOperationError(PygutsError, ValueError):
 
 
 class ChildCrashed(PygutsError, RuntimeError):
-    """An isolated child process died (signal, exit or timeout) instead of returning."""
+    """An isolated child did not return: a signal, an exit, a timeout, a stop, or a result it could
+    not send or that could not be loaded safely (``.outcome`` says which)."""
 
 
 class IsolationUnavailable(PygutsError, OSError):

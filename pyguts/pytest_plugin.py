@@ -194,10 +194,14 @@ def _child_body(item: pytest.Item, runtest: Callable[[], None]) -> dict | None:
     except BaseException as exc:
         try:
             exc_pickle = pickle.dumps(exc)
-        except Exception:
+        except BaseException:
             exc_pickle = None  # re-raised in the parent as an AssertionError naming the type
+        try:
+            message = str(exc)
+        except BaseException as err:
+            message = f"<str() of the {type(exc).__qualname__} raised {type(err).__qualname__}>"
         return {"kind": "error", "longrepr": _render(item, exc), "exc_pickle": exc_pickle,
-                "type": type(exc).__qualname__, "message": str(exc)}
+                "type": type(exc).__qualname__, "message": message}
     return None
 
 
@@ -231,8 +235,10 @@ def _raise_recorded(record: dict | None, child: _ChildReport) -> None:
         record.get("type", "Failed"), first[0] if first else "", record["longrepr"])
     if kind == "fail":
         pytest.fail(record["msg"] or "", pytrace=record["pytrace"])
+    from pyguts.isolation import load_pickle  # a load that crashes dies in a trial child, not here
+
     try:
-        exc = pickle.loads(record["exc_pickle"]) if record["exc_pickle"] is not None else None
+        exc = load_pickle(record["exc_pickle"]) if record["exc_pickle"] is not None else None
     except Exception:
         exc = None
     if isinstance(exc, BaseException):

@@ -15,6 +15,24 @@ Why fork and not multiprocessing: ``fn`` need not be picklable (closures, lambda
 in the parent are inherited), and the round trip is one fork, four pipes and one pickle.
 Only the result (or the exception) crosses the pipe, pickled with protocol 5 and its buffers
 sent out of band, so a large numpy array is copied once into the parent.
+
+What the parent does with the child's bytes (the child is not trusted: it may be broken, or run
+code that writes to any fd it inherited):
+
+- Output pipes: a bounded tail (:data:`OUTPUT_TAIL_NBYTES`), decoded as UTF-8 with replacement.
+- The result pipe must carry exactly one frame (:mod:`pyguts.isolation.wire`): a magic start and
+  lengths that add up. Junk, a truncated frame, bytes after it or a length this process cannot
+  map make the outcome "garbled" (or "exited" with that in ``detail`` when the exit code is not 0).
+  Memory grows only with the bytes that actually arrive, and the pipe is read to its end.
+- Only the forked child itself sends; a process fn forks that returns into isolate's code exits
+  without writing. When fn closed the result pipe, the child says so in a small shared page,
+  which fn closing its fds cannot take away.
+- A frame is unpickled here directly only when it names no globals but builtin value types and
+  exceptions (:func:`wire.load_plain`). Any other pickle runs code on load (``__reduce__``,
+  ``__setstate__``, imports; numpy arrays too: a crafted dtype state segfaults numpy), so it is
+  first loaded in a forked child of this process, and loaded here only if that trial load
+  returned. A load that crashes (or outlives ``timeout``) makes the outcome "unloadable" instead
+  of killing this process; one that raises makes it "raised".
 """
 
 from __future__ import annotations
@@ -23,35 +41,23 @@ import functools
 import gc
 import os
 import pickle
-import select
 import signal
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-try:
-    import fcntl
-except ImportError:  # Windows: no fork either, isolate() raises IsolationUnavailable
-    fcntl = None  # type: ignore[assignment]
-
-from pyguts.isolation import wire
-from pyguts.isolation.child import DUMP_SIGNAL, child_main, child_streams, libc_fflush
+from pyguts.isolation import parent, wire
+from pyguts.isolation.child import child_main, child_streams
+from pyguts.isolation.parent import LOST, OUTPUT_TAIL_NBYTES, SIGCHLD, signal_name
 from pyguts._compat import HAS_FORK
-from pyguts.errors import ChildCrashed, IsolationUnavailable
+from pyguts.errors import ChildCrashed, IsolationUnavailable, UnsafeOperationError
 
-__all__ = ["STATUSES", "Outcome", "isolate", "isolated"]
-
-#: Bytes of the child's stdout/stderr kept (the tail); earlier output is dropped.
-OUTPUT_TAIL_NBYTES = 64 * 1024
-#: Chunk size of one read from an output pipe.
-_READ_NBYTES = 256 * 1024
-#: After a timeout the child gets this long to dump its stack (faulthandler on SIGUSR2).
-_DUMP_GRACE_S = 0.5
+__all__ = ["STATUSES", "Outcome", "isolate", "isolated", "load_pickle"]
 
 #: Every value ``Outcome.status`` takes.
-STATUSES = ("ok", "raised", "crashed", "timeout", "exited")
+STATUSES = ("ok", "raised", "crashed", "timeout", "exited", "stopped", "channel_closed", "garbled",
+            "unloadable", "lost")
 
 
 class _ChildTraceback(Exception):
@@ -65,9 +71,26 @@ class _ChildTraceback(Exception):
 class Outcome:
     """What happened to one isolated call.
 
-    ``status`` is "ok" (``value`` holds the result), "raised" (``exc_*`` describe the exception,
-    also when the result could not be pickled), "crashed" (killed by ``signal``), "timeout"
-    (killed after ``timeout`` seconds) or "exited" (``os._exit``/``sys.exit``: ``exit_code``).
+    ``status`` is one of :data:`STATUSES`:
+
+    - "ok": ``value`` holds the result.
+    - "raised": ``exc_*`` describe the exception ``fn`` raised, or the error that stopped its
+      result from being pickled in the child or unpickled here (the message says which).
+    - "crashed": the child was killed by ``signal`` (not by isolate).
+    - "timeout": killed by isolate after ``timeout`` seconds (``signal`` is SIGKILL).
+    - "exited": ``os._exit``/``sys.exit`` before returning (``exit_code``).
+    - "stopped": the child was stopped by ``signal`` (SIGSTOP, SIGTSTP, ...); isolate killed it,
+      since a stopped child never finishes.
+    - "channel_closed": ``fn`` closed the result pipe (or put another file at its fd), so the
+      result could not be sent.
+    - "garbled": the result pipe carried bytes that are not one frame from the child (junk, a
+      truncated frame, a second writer); ``detail`` says what arrived.
+    - "unloadable": the result arrived whole, but loading it would run code, and a trial load in
+      a forked child died (``detail`` names its signal): it was not loaded in this process.
+    - "lost": another waiter in this process reaped the child, so how it ended is unknown.
+
+    ``detail`` explains the last five in words. The child's own exit status is in ``exit_code``
+    or ``signal`` whenever it is known.
 
     >>> o = isolate(int, "x")
     >>> o.status, o.exc_type
@@ -88,6 +111,7 @@ class Outcome:
     duration_s: float = 0.0
     pid: int = 0
     timeout: float | None = None
+    detail: str = ""
     _exc_pickle: bytes | None = field(default=None, repr=False)
 
     @property
@@ -96,17 +120,22 @@ class Outcome:
 
     def describe(self) -> str:
         """One paragraph for humans: what happened, with the child's traceback or fault text."""
+        child = "the isolated child (pid %d)" % self.pid
         head = {
             "ok": "the isolated call returned %s" % _short_repr(self.value),
             "raised": "the isolated call raised %s: %s" % (self.exc_type, self.exc_message),
-            "crashed": "the isolated child (pid %d) was killed by %s (signal %s)"
-            % (self.pid, self.signal_name, self.signal),
-            "timeout": "the isolated child (pid %d) did not finish within %gs and was killed"
-            % (self.pid, self.timeout or 0.0),
-            "exited": "the isolated child (pid %d) exited with code %s without returning"
-            % (self.pid, self.exit_code),
+            "crashed": "%s was killed by %s (signal %s)" % (child, self.signal_name, self.signal),
+            "timeout": "%s did not finish within %gs and was killed" % (child, self.timeout or 0.0),
+            "exited": "%s exited with code %s without returning" % (child, self.exit_code),
+            "stopped": "%s was stopped by %s (signal %s) and killed" % (child, self.signal_name, self.signal),
+            "channel_closed": "%s could not send its result: its result pipe was closed" % child,
+            "garbled": "the result pipe of %s carried bytes that are not its result" % child,
+            "unloadable": "the isolated call returned a result that was not loaded in this process",
+            "lost": "%s ended, but how is unknown" % child,
         }[self.status]
         parts = [head + " after %.3fs" % self.duration_s]
+        if self.detail:
+            parts.append(self.detail)
         if self.exc_traceback and self.status == "raised":
             parts.append("child traceback:\n" + self.exc_traceback.rstrip())
         if self.fault_traceback:
@@ -120,6 +149,8 @@ class Outcome:
     def unwrap(self) -> Any:
         """Return the value, re-raise the child's exception, or raise :class:`ChildCrashed`.
 
+        The exception is re-created from its pickle the way :func:`load_pickle` loads one.
+
         >>> isolate(len, "abc").unwrap()
         3
         """
@@ -127,8 +158,8 @@ class Outcome:
             return self.value
         if self.status == "raised" and self._exc_pickle is not None:
             try:
-                exc = pickle.loads(self._exc_pickle)
-            except Exception:
+                exc = _load(self._exc_pickle, (), self.timeout)
+            except Exception:  # cannot be re-created here (or loading it would crash this process)
                 exc = None
             if isinstance(exc, BaseException):
                 raise exc from _ChildTraceback(self.exc_traceback or "")
@@ -140,7 +171,9 @@ class Outcome:
 def isolate(fn: Callable[..., Any], /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Outcome:
     """Call ``fn(*args, **kwargs)`` in a forked child; return an :class:`Outcome`, never raise for the child.
 
-    ``timeout`` (seconds) kills the child's process group with SIGKILL after a stack dump.
+    ``timeout`` (seconds) kills the child's process group with SIGKILL after a stack dump. While
+    the call runs, a SIGCHLD that is set to SIG_IGN is set to SIG_DFL (from any thread; the kernel
+    would otherwise reap the child itself and its exit status would be lost) and set back after.
 
     >>> import ctypes
     >>> o = isolate(ctypes.string_at, 0)
@@ -154,39 +187,71 @@ def isolate(fn: Callable[..., Any], /, *args: Any, timeout: float | None = None,
     if timeout is not None and not timeout > 0:
         raise ValueError("timeout must be a positive number of seconds or None, got %r" % (timeout,))
     streams = child_streams()
+    sigchld_held = SIGCHLD.hold()
+    ending = parent.ending_page()  # shared with the child: survives it closing fds
     pipes: list[tuple[int, int]] = []
     pid = -1
     try:
-        for _ in range(4):  # result, stdout, stderr, faulthandler
-            pipes.append(os.pipe())
-        _flush_std_streams()
-        gc_enabled = gc.isenabled()
-        gc.disable()  # no collection between fork and the child's gc.freeze()
         try:
-            start = time.perf_counter()
-            pid = os.fork()
-        finally:
-            if pid != 0 and gc_enabled:  # (the child re-enables it after freezing)
-                gc.enable()
-        if pid == 0:  # child: never returns
-            child_main(fn, args, kwargs, pipes, timeout is not None, streams, gc_enabled)
-        for i, (r, w) in enumerate(pipes):
-            pipes[i] = (r, -1)  # closed: never close that number again (another thread may reuse it)
-            os.close(w)
-        try:
-            os.setpgid(pid, pid)  # also done in the child; whichever runs first wins the race
-        except OSError:
-            pass
-    except BaseException:
-        for r, w in pipes:
-            for fd in (r, w):
-                if fd >= 0:
-                    os.close(fd)
-        if pid > 0:
-            _signal_child(pid, signal.SIGKILL, group=False)
-            _reap(pid, block=True)
-        raise
-    return _collect(pid, [r for r, _ in pipes], start, timeout)
+            for _ in range(4):  # result, stdout, stderr, faulthandler
+                pipes.append(os.pipe())
+            st = os.fstat(pipes[0][1])
+            channel = (st.st_dev, st.st_ino)  # so the child can tell its result pipe from a new file
+            child_ignores_sigchld = sigchld_held and SIGCHLD.replaced
+            parent.flush_std_streams()
+            gc_enabled = gc.isenabled()
+            gc.disable()  # no collection between fork and the child's gc.freeze()
+            try:
+                start = time.perf_counter()
+                pid = os.fork()
+            finally:
+                if pid != 0 and gc_enabled:  # (the child re-enables it after freezing)
+                    gc.enable()
+            if pid == 0:  # child: never returns
+                if child_ignores_sigchld:  # the disposition its parent's code set
+                    parent.set_sig(signal.SIGCHLD, signal.SIG_IGN)
+                child_main(fn, args, kwargs, pipes, timeout is not None, streams, gc_enabled, ending, channel)
+            for i, (r, w) in enumerate(pipes):
+                pipes[i] = (r, -1)  # closed: never close that number again (another thread may reuse it)
+                os.close(w)
+            try:
+                os.setpgid(pid, pid)  # also done in the child; whichever runs first wins the race
+            except OSError:
+                pass
+        except BaseException:
+            for r, w in pipes:
+                for fd in (r, w):
+                    if fd >= 0:
+                        os.close(fd)
+            if pid > 0:
+                parent.kill_and_reap(pid)
+            raise
+        ended = parent.collect(pid, [r for r, _ in pipes], start, timeout, _receive)
+        outcome = _outcome(ended, ending, pid, timeout)
+        parent.PAGES.append(ending)  # the child is reaped: the page is free again
+        outcome.duration_s = time.perf_counter() - start
+        return outcome
+    finally:
+        if sigchld_held:
+            SIGCHLD.release()
+
+
+def load_pickle(data: Any, buffers: Any = (), *, timeout: float | None = None) -> Any:
+    """Unpickle bytes that came from an isolated child so that a load which crashes cannot kill
+    this process: plain data loads directly, any other pickle only after a trial load in a forked
+    child returned. Raises what a direct load raised, :class:`pickle.UnpicklingError` when the
+    trial load raised, or :class:`UnsafeOperationError` when it died (the pickle was not loaded).
+
+    >>> load_pickle(pickle.dumps({"a": [1, 2.5, None]}))
+    {'a': [1, 2.5, None]}
+    """
+    try:
+        return _load(data, buffers, timeout)
+    except _Unloadable as exc:
+        if exc.trial.status == "raised":
+            raise pickle.UnpicklingError("loading the pickle raised %s: %s"
+                                         % (exc.trial.exc_type, exc.trial.exc_message)) from None
+        raise UnsafeOperationError(str(exc)) from None
 
 
 def isolated(fn: Callable[..., Any] | None = None, *, timeout: float | None = None) -> Any:
@@ -215,225 +280,105 @@ def _outcome_of(func: Callable[..., Any], timeout: float | None, *args: Any, **k
     return isolate(func, *args, timeout=timeout, **kwargs)
 
 
-# ---------------------------------------------------------------- parent side
-
-def _flush_std_streams() -> None:
-    """Flush Python and C stdio buffers so the child does not inherit (and repeat) pending output."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception:
-            pass
-    libc_fflush()
-
-
-class _Reader:
-    """The parent's end of one pipe: a frame reader (result) or a bounded tail (output)."""
-
-    def __init__(self, fd: int, framed: bool) -> None:
-        self.fd = fd
-        self.framed = framed
-        self.data = bytearray()
-        self.frame: bytearray | None = None
-        self.filled = 0
-        self.open = True
-
-    def read_once(self) -> bool:
-        """Read what is available; return False at end of file."""
-        if not self.framed:
-            chunk = os.read(self.fd, _READ_NBYTES)
-            self.data += chunk
-            if len(self.data) > 2 * OUTPUT_TAIL_NBYTES:
-                del self.data[:-OUTPUT_TAIL_NBYTES]
-            return bool(chunk)
-        if self.frame is None:  # length prefix not complete yet: small reads, usually the whole frame
-            chunk = os.read(self.fd, _READ_NBYTES)
-            self.data += chunk
-            if len(self.data) >= wire.LENGTH.size:
-                self.frame = bytearray(wire.LENGTH.unpack_from(self.data)[0])
-                got = self.data[wire.LENGTH.size:wire.LENGTH.size + len(self.frame)]
-                self.frame[:len(got)] = got
-                self.filled = len(got)
-            return bool(chunk)
-        if self.filled == len(self.frame):
-            return bool(os.read(self.fd, 1))
-        n = os.readv(self.fd, [memoryview(self.frame)[self.filled:]])
-        self.filled += n
-        return n > 0
-
-    def complete(self) -> bool:
-        return self.frame is not None and self.filled == len(self.frame)
-
-    def text(self) -> str:
-        return bytes(self.data[-OUTPUT_TAIL_NBYTES:]).decode("utf-8", "replace")
-
-
-def _collect(pid: int, fds: list[int], start: float, timeout: float | None) -> Outcome:
-    """Read the child's pipes while waiting for it, so a full pipe never deadlocks the pair."""
-    readers = [_Reader(fds[0], True)] + [_Reader(fd, False) for fd in fds[1:]]
-    by_fd = {r.fd: r for r in readers}
-    poller = select.poll()
-    for fd in by_fd:
-        poller.register(fd, select.POLLIN)
-    pidfd = _pidfd_open(pid)
-    if pidfd is not None:
-        poller.register(pidfd, select.POLLIN)
-    deadline = None if timeout is None else start + timeout
-    wait_status: int | None = None
-    timed_out = False
-    kill_at: float | None = None
+def _receive(frame: Any, timeout: float | None) -> Outcome | str:
+    """The Outcome a whole frame holds, or why it holds none (a malformed frame)."""
     try:
-        while wait_status is None:
-            now = time.perf_counter()
-            if deadline is not None and now >= deadline and not timed_out:
-                timed_out = True
-                kill_at = now + _DUMP_GRACE_S
-                _signal_child(pid, DUMP_SIGNAL, group=False)
-            if kill_at is not None and now >= kill_at:
-                _signal_child(pid, signal.SIGKILL, group=True)
-                kill_at = float("inf")
-            until = min(x for x in (deadline if not timed_out else None, kill_at, float("inf"))
-                        if x is not None)
-            wait_ms = None if until == float("inf") else max(0, int((until - now) * 1000) + 1)
-            if pidfd is None:  # no exit notification: poll for it
-                wait_ms = 10 if wait_ms is None else min(wait_ms, 10)
-            for fd, _ in poller.poll(wait_ms):
-                if fd == pidfd:
-                    wait_status = _reap(pid, block=False)
-                    continue
-                reader = by_fd[fd]
-                if not reader.read_once():
-                    reader.open = False
-                    poller.unregister(fd)
-                elif timed_out and fd == fds[3] and kill_at != float("inf"):
-                    kill_at = min(kill_at, time.perf_counter() + 0.05)  # the dump is arriving
-            if not any(r.open for r in readers):
-                if readers[0].complete():  # the child has sent everything and is exiting
-                    break
-                if pidfd is None:
-                    wait_status = _reap(pid, block=False)
-            elif pidfd is None:
-                wait_status = _reap(pid, block=False)
-        _drain(readers)
-        outcome = _outcome(pid, wait_status, readers, timeout, timed_out)
-        if wait_status is None:
-            wait_status = _reap(pid, block=True)
-            if os.WIFSIGNALED(wait_status) and not timed_out:  # died after sending: say so
-                outcome.status = "crashed"
-            outcome.signal, outcome.signal_name, outcome.exit_code = _decode_status(wait_status)
-    except BaseException:
-        _signal_child(pid, signal.SIGKILL, group=True)
-        if wait_status is None:
-            _reap(pid, block=True)
-        raise
-    finally:
-        for r in readers:
-            os.close(r.fd)
-        if pidfd is not None:
-            os.close(pidfd)
-    outcome.duration_s = time.perf_counter() - start
-    return outcome
-
-
-def _pidfd_open(pid: int) -> int | None:
-    opener = getattr(os, "pidfd_open", None)
-    if opener is None:
-        return None
+        main, buffers = wire.split(frame)
+    except wire.FrameError as exc:
+        return "its frame is malformed: %s" % exc
+    cannot = "the child's result could not be unpickled in the parent: %s; return types the parent can import"
     try:
-        return opener(pid)
-    except OSError:
-        return None
-
-
-def _reap(pid: int, block: bool) -> int | None:
-    """Wait for the child; return its raw wait status, or None if it is still running."""
-    while True:
-        try:
-            got, status = os.waitpid(pid, 0 if block else os.WNOHANG)
-        except ChildProcessError:
-            return 0  # somebody else reaped it (a SIGCHLD handler set to SIG_IGN)
-        except InterruptedError:
-            continue
-        return status if got == pid else None
-
-
-def _signal_child(pid: int, signum: int | None, group: bool) -> None:
-    if signum is None:
-        return
-    try:
-        if group:
-            os.killpg(pid, signum)
-        else:
-            os.kill(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        if group:  # the group may be gone while the (zombie) leader remains
-            try:
-                os.kill(pid, signum)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
-def _drain(readers: list[_Reader]) -> None:
-    """Read what the dead child left in its pipes without waiting for grandchildren to close them."""
-    for r in readers:
-        if not r.open:
-            continue
-        os.set_blocking(r.fd, False)
-        try:
-            while r.read_once():
-                pass
-        except BlockingIOError:
-            pass
-        r.open = False
-
-
-def _decode_status(wait_status: int | None) -> tuple[int | None, str | None, int | None]:
-    """(signal, signal_name, exit_code) from a raw wait status."""
-    if wait_status is not None and os.WIFSIGNALED(wait_status):
-        signum = os.WTERMSIG(wait_status)
-        return signum, signal_name(signum), None
-    if wait_status is not None and os.WIFEXITED(wait_status):
-        return None, None, os.WEXITSTATUS(wait_status)
-    return None, None, None
-
-
-def _outcome(pid: int, wait_status: int | None, readers: list[_Reader],
-             timeout: float | None, timed_out: bool) -> Outcome:
-    common = dict(pid=pid, timeout=timeout, stdout=readers[1].text(),
-                  stderr=readers[2].text(), fault_traceback=readers[3].text())
-    signum, signal_name, exit_code = _decode_status(wait_status)
-    if readers[0].complete():
-        return _decode_frame(readers[0].frame, exit_code, common)
-    if timed_out:
-        return Outcome("timeout", signal=signum, signal_name=signal_name, exit_code=exit_code, **common)
-    if signum is not None:
-        return Outcome("crashed", signal=signum, signal_name=signal_name, **common)
-    return Outcome("exited", exit_code=exit_code, **common)
-
-
-def _decode_frame(frame: bytearray, exit_code: int | None, common: dict) -> Outcome:
-    try:
-        status, payload = wire.decode(frame)
+        loaded = _load(main, buffers, timeout)
+    except _Unloadable as exc:
+        trial = exc.trial
+        if trial.status == "raised":
+            return Outcome("raised", exc_type=trial.exc_type, exc_message=cannot % trial.exc_message,
+                           exc_traceback=trial.exc_traceback, _exc_pickle=trial._exc_pickle)
+        return Outcome("unloadable", fault_traceback=trial.fault_traceback, detail=str(exc))
     except Exception as exc:
-        return Outcome("raised", exc_type=type(exc).__name__, exit_code=exit_code,
-                       exc_message="the child's result could not be unpickled in the parent: %s; "
-                       "return types the parent can import" % exc,
-                       exc_traceback=traceback.format_exc(), _exc_pickle=wire.try_pickle(exc), **common)
+        return Outcome("raised", exc_type=type(exc).__name__, exc_message=cannot % exc,
+                       _exc_pickle=wire.try_pickle(exc))
+    if not (isinstance(loaded, tuple) and len(loaded) == 2 and loaded[0] in ("ok", "raised")):
+        return "its frame does not hold (status, payload)"
+    status, payload = loaded
     if status == "ok":
-        return Outcome("ok", value=payload, exit_code=exit_code, **common)
-    return Outcome("raised", exit_code=exit_code, exc_type=payload["type"], exc_message=payload["message"],
-                   exc_traceback=payload["traceback"], _exc_pickle=payload["pickle"], **common)
+        return Outcome("ok", value=payload)
+    if not isinstance(payload, dict):
+        return "its frame does not hold an exception's description"
+    return Outcome("raised", exc_type=payload.get("type"), exc_message=payload.get("message"),
+                   exc_traceback=payload.get("traceback"), _exc_pickle=payload.get("pickle"))
 
 
-def signal_name(signum: int | None) -> str | None:
-    """``'SIGSEGV'`` for 11; ``'signal 77'`` for a number with no name; None for None."""
-    if signum is None:
-        return None
+class _Unloadable(Exception):
+    """A pickle that runs code on load did not load in a trial child; ``trial`` says how that ended."""
+
+    def __init__(self, trial: Outcome, needs: str) -> None:
+        super().__init__(
+            "Loading it runs code (it names %s), and a trial load in a forked child ended: %s; it was "
+            "not loaded in this process. Return plain data, or pickle.dumps the result in the child "
+            "and load it where a crash is affordable." % (needs, trial.describe().splitlines()[0]))
+        self.trial = trial
+
+
+def _load(main: Any, buffers: Any, timeout: float | None) -> Any:
+    """Unpickle: plain pickles here, others only after a trial load in a forked child returned
+    (see the module docstring); raises :class:`_Unloadable` when it did not."""
     try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return "signal %d" % signum
+        return wire.load_plain(main, buffers)
+    except wire.NotPlain as exc:
+        needs = "%s.%s" % (exc.module, exc.name)
+    trial = isolate(_trial_load, main, buffers, timeout=timeout)
+    if trial.status != "ok":
+        raise _Unloadable(trial, needs)
+    return pickle.loads(main, buffers=buffers)
+
+
+def _trial_load(main: Any, buffers: Any) -> None:
+    pickle.loads(main, buffers=buffers)
+
+
+def _outcome(ended: tuple, ending: Any, pid: int, timeout: float | None) -> Outcome:
+    """Name how the child ended, from what :func:`parent.collect` saw and the ending record."""
+    wait_status, stop_signal, timed_out, result, received, stdout, stderr, fault = ended
+    signum, sig_name, exit_code = parent.decode_status(wait_status)
+    if isinstance(received, Outcome):  # a result came back whole: it stands, with how the child ended
+        outcome = received
+        if signum is not None and not (timed_out or stop_signal):
+            outcome.status = "crashed"  # died after sending: say so
+        outcome.signal, outcome.signal_name, outcome.exit_code = signum, sig_name, exit_code
+        outcome.pid, outcome.timeout, outcome.stdout, outcome.stderr = pid, timeout, stdout, stderr
+        outcome.fault_traceback = fault + outcome.fault_traceback  # (+ a trial load's)
+        return outcome
+    common = dict(pid=pid, timeout=timeout, stdout=stdout, stderr=stderr, fault_traceback=fault)
+    if stop_signal is not None:
+        return Outcome("stopped", signal=stop_signal, signal_name=signal_name(stop_signal),
+                       detail="isolate sent SIGKILL to its process group: a stopped child never "
+                       "finishes (something sent it %s, or it read a terminal)" % signal_name(stop_signal),
+                       **common)
+    if timed_out:
+        return Outcome("timeout", signal=signum, signal_name=sig_name, exit_code=exit_code, **common)
+    if signum is not None:
+        return Outcome("crashed", signal=signum, signal_name=sig_name, **common)
+    if wait_status == LOST:
+        return Outcome("lost", detail="Its exit status was taken by another waiter in this process: a "
+                       "SIGCHLD handler that calls os.waitpid, or SIGCHLD ignored behind Python's back (C "
+                       "code, SA_NOCLDWAIT); isolate lifts only a SIG_IGN that signal.signal set.", **common)
+    kind = ending[0]
+    channel_fd = int.from_bytes(ending[1:wire.ENDING_NBYTES], "little")
+    problem = received if isinstance(received, str) else result.check()
+    if kind == wire.ENDING_CHANNEL:
+        return Outcome("channel_closed", exit_code=exit_code,
+                       detail="fn closed fd %d, the result pipe (or put another file at that number), so "
+                       "nothing was sent; leave fds it did not open alone (os.closerange(3, ...) closes "
+                       "isolate's pipes too)" % channel_fd, **common)
+    if kind == wire.ENDING_MACHINERY:
+        return Outcome("exited", exit_code=exit_code, detail="isolate's own code in the child failed "
+                       "(a pyguts bug; its traceback is in stderr)", **common)
+    if problem and exit_code == 0:  # it exited as a child that sent its result does
+        return Outcome("garbled", exit_code=exit_code, detail="The child exited normally, but " + problem
+                       + "; nothing on the result pipe is trusted.", **common)
+    return Outcome("exited", exit_code=exit_code, detail="the result pipe also carried bytes that are "
+                   "not a result: " + problem if problem else "", **common)
 
 
 def _short_repr(value: Any) -> str:

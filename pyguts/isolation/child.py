@@ -27,6 +27,8 @@ except ImportError:  # Windows: no fork either
 _BIG_PIPE_NBYTES = 1 << 20
 #: Exit code of a child whose isolate machinery itself failed (EX_SOFTWARE).
 _EXIT_INTERNAL = 70
+#: Exit code of a child whose result pipe fn closed, so it could not send (EX_IOERR).
+_EXIT_NO_CHANNEL = 74
 #: Most buffers passed to one writev (POSIX guarantees at least 16; Linux allows 1024).
 _IOV_MAX = 16
 #: Signal the parent sends on timeout so the child's faulthandler dumps where it is stuck.
@@ -48,10 +50,17 @@ def libc_fflush() -> None:
 
 
 def child_main(fn: Callable[..., Any], args: tuple, kwargs: dict, pipes: list[tuple[int, int]],
-                dump_on_signal: bool, streams: tuple[io.TextIOWrapper, io.TextIOWrapper],
-                gc_enabled: bool) -> None:
-    """Body of the forked child: redirect fds, call fn, send the frame, leave with os._exit."""
+               dump_on_signal: bool, streams: tuple[io.TextIOWrapper, io.TextIOWrapper],
+               gc_enabled: bool, ending: Any, channel: tuple[int, int]) -> None:
+    """Body of the forked child: redirect fds, call fn, send the frame, leave with os._exit.
+
+    ``channel`` is the (device, inode) of the result pipe; when fn closed it, or its own code
+    failed, the child says so in ``ending``, the page it shares with the parent
+    (:data:`wire.ENDING_NBYTES`). Only this process sends: a process fn forked exits here.
+    """
     code = _EXIT_INTERNAL
+    me = os.getpid()
+    flushed = False
     try:
         # Every inherited object goes to the permanent generation: the child's collections then
         # never write to the parent's gc headers, so a big parent heap is not copied page by page.
@@ -77,32 +86,54 @@ def child_main(fn: Callable[..., Any], args: tuple, kwargs: dict, pipes: list[tu
         faulthandler.enable(file=fault_w, all_threads=True)
         if dump_on_signal and DUMP_SIGNAL is not None:
             faulthandler.register(DUMP_SIGNAL, file=fault_w, all_threads=True, chain=False)
-        payload = None
         try:
-            value = fn(*args, **kwargs)
-        except SystemExit as exc:
-            code = _exit_code_of(exc)
+            value, failure = fn(*args, **kwargs), None
         except BaseException as exc:
-            payload = wire.encode("raised", _describe_exception(exc))
+            value, failure = None, exc
+        if isinstance(failure, SystemExit):
+            code, payload = _exit_code_of(failure), None
+        elif failure is not None:
+            payload = wire.encode("raised", _describe_exception(failure))
         else:
             payload = _frame_value(value)
         _flush_child_output()
-        if payload is not None:
-            _write_frame(res_w, payload)
-            code = 0
+        flushed = True  # (the finally flushes only when something failed before this)
+        if os.getpid() != me:  # a process that fn forked came back here: only the child reports
+            os._exit(0 if payload is not None else code)
+        # (The fast path below touches few objects: each page a forked child writes is a
+        # copy-on-write fault, and those faults are most of a round trip's cost.)
+        if payload is not None:  # (None: sys.exit, which the exit status says)
+            try:
+                st = os.fstat(res_w)
+                if (st.st_dev, st.st_ino) != channel:
+                    raise OSError  # fn closed it and opened another file there: do not write to that
+                os.set_blocking(res_w, True)  # fn may have made it non-blocking
+                _write_frame(res_w, payload)
+            except OSError:  # fn closed the result pipe: nothing (or only part) could be sent
+                code = _EXIT_NO_CHANNEL
+                ending[1:wire.ENDING_NBYTES] = res_w.to_bytes(wire.ENDING_NBYTES - 1, "little")
+                ending[0] = wire.ENDING_CHANNEL
+            else:
+                code = 0  # (the ending page is left alone: writing it would cost faults)
         # Close every pipe now: the parent sees end-of-file and decodes the result while this
         # process tears down its address space, instead of after it.
         for fd in (res_w, fault_w, 1, 2):
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError:  # fn closed it already
+                pass
     except BaseException:
         try:
+            if os.getpid() == me:
+                ending[0] = wire.ENDING_MACHINERY
             text = "pyguts.isolate: the child's machinery failed:\n" + traceback.format_exc()
             os.write(2, text.encode())
         except BaseException:
             pass
     finally:
         try:
-            _flush_child_output()
+            if not flushed:
+                _flush_child_output()
         finally:
             os._exit(code)
 
@@ -132,31 +163,50 @@ def _unbuffered_text(fd: int) -> io.TextIOWrapper:
 
 def _exit_code_of(exc: SystemExit) -> int:
     """The exit code CPython would use for ``sys.exit(exc.code)``."""
-    if exc.code is None:
-        return 0
-    if isinstance(exc.code, int):
-        return exc.code & 0xFF
-    print(exc.code, file=sys.stderr)
+    try:
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return int(exc.code) & 0xFF
+        print(_text(exc.code), file=sys.stderr)
+    except BaseException:
+        pass
     return 1
 
 
+def _text(obj: object) -> str:
+    """``str(obj)`` as a plain str, or a note saying that ``str()`` raised (it runs user code)."""
+    try:
+        return "%s" % (obj,)
+    except BaseException as exc:
+        return "<str() of the %s raised %s>" % (_type_name(obj), _type_name(exc))
+
+
+def _type_name(obj: object) -> str:
+    try:
+        return "%s" % (type(obj).__qualname__,)
+    except BaseException:
+        return "object"
+
+
 def _describe_exception(exc: BaseException) -> dict:
-    return {
-        "type": type(exc).__qualname__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-        "pickle": wire.try_pickle(exc),
-    }
+    """Plain data only (str, bytes, None), so the frame always pickles and loads without code."""
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except BaseException as err:
+        text = "<the traceback could not be formatted: %s>" % _type_name(err)
+    return {"type": _type_name(exc), "message": _text(exc), "traceback": "%s" % (text,),
+            "pickle": wire.try_pickle(exc)}
 
 
 def _frame_value(value: Any) -> list:
     try:
         return wire.encode("ok", value)
-    except Exception as exc:
+    except BaseException as exc:  # __reduce__ is user code: it may raise anything, SystemExit too
         info = _describe_exception(exc)
         info["message"] = ("the result of the isolated function, a %s, cannot be pickled to send it "
                            "to the parent: %s; return plain data (convert it, or pickle what you need "
-                           "inside the child)" % (type(value).__qualname__, exc))
+                           "inside the child)" % (_type_name(value), info["message"]))
         return wire.encode("raised", info)
 
 

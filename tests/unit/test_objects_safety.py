@@ -27,6 +27,8 @@ from pyguts.objects.memory import nbytes_of, view, view_address
 from pyguts.objects.mutate import mutate
 from pyguts.objects.structs import str_state, struct_of
 
+from fuzzkit import Shifty  # an index whose comparisons lie (tests/unit/fuzzkit.py)
+
 pytestmark = pytest.mark.every_python
 
 
@@ -56,27 +58,10 @@ def test_a_list_payload_is_never_written():
     assert lst == [1, 2]
 
 
-class _Shifty:
-    """An index whose comparisons and sums pass any bounds check, while __index__ says 10**6."""
-
-    def __index__(self):
-        return 10 ** 6
-
-    def __ge__(self, other):
-        return True
-
-    __le__ = __gt__ = __lt__ = __ge__
-
-    def __add__(self, other):
-        return 0
-
-    __radd__ = __add__
-
-
 def _write_at_a_lying_index():
     t = tuple([1.5, 2.5])
     try:
-        mutate(t, _Shifty(), [3.5])
+        mutate(t, Shifty(10 ** 6), [3.5])
     except IndexError as exc:
         return f"refused: {exc}"
     return "written"

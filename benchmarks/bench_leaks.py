@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import io
 import os
+import statistics
 import sys
 
 from pyguts import leaks
@@ -69,6 +70,17 @@ def _planted():
     }
 
 
+VERDICT_REPEATS = 9
+
+
+def _verdict_times(fn, expect: bool) -> tuple:
+    """Median elapsed ms and calls of check(fn) over VERDICT_REPEATS, and how many verdicts were right."""
+    reports = [leaks.check(fn) for _ in range(VERDICT_REPEATS)]
+    right = sum(r.leaking == expect and r.decided for r in reports)
+    return (statistics.median(r.elapsed_ms for r in reports), int(statistics.median(r.calls for r in reports)),
+            right)
+
+
 def run(h) -> None:
     try:
         import objgraph
@@ -76,10 +88,21 @@ def run(h) -> None:
         objgraph = None
         print("bench_leaks: objgraph is not installed (pip install objgraph): its rows are skipped")
 
-    report = leaks.check(clean)
-    print(f"bench_leaks: check() decided {'LEAK' if report.leaking else 'clean'} on a clean function in "
-          f"{report.elapsed_ms:.2f} ms with {report.calls} calls ({report.rounds} rounds x "
-          f"{report.calls_per_round}); goal <= 50 ms")
+    kept_victims, victim, counter = [], type("Victim", (), {})(), [0]
+
+    def slow_leak():   # one small object kept per 100 calls
+        counter[0] += 1
+        if counter[0] % 100 == 0:
+            kept_victims.append(object())
+
+    for label, fn, expect in (("a clean verdict", clean, False),
+                              ("a leak verdict (1 reference per call)", lambda: kept_victims.append(victim), True),
+                              ("a leak verdict (1 object per 100 calls)", slow_leak, True)):
+        ms, calls, right = _verdict_times(fn, expect)
+        goal = "; goal <= 50 ms" if not expect else ""
+        print(f"bench_leaks: median time to {label}: {ms:.1f} ms, {calls} calls, right {right} of "
+              f"{VERDICT_REPEATS}{goal}")
+        kept_victims.clear()
     print(f"bench_leaks: regrtest-style loop calls {REGRTEST_WARMUPS + REGRTEST_REPCOUNT}; "
           f"objgraph show_growth pair calls 1 and lists growth without a verdict "
           f"(its detection rows below: 1 warm-up + 3 calls)")

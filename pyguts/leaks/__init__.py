@@ -1,11 +1,21 @@
 """Refcount-leak hunting on a release build: does ``fn(*args)`` leak, what, and how much per call.
 
-:func:`check` warms the function up, then calls it in rounds of k calls and measures per round:
-refcount deltas of watched objects (the arguments, objects reachable from them, the return value's
-type, ``watch=``), new gc-tracked objects by type, ``sys.getallocatedblocks()``, malloc bytes,
-resident bytes and open fds. Like CPython's regrtest ``-R``, a signal is a leak only when it grew on
-every one of the last ``runs`` rounds; a signal that grew on some rounds only is undecided and gets
-more rounds. When memory leaks, one extra tracemalloc pass names the allocation sites.
+:func:`check` warms the function up, then calls it in windows of doubling call counts and measures,
+per window: refcount growth of watched objects (the arguments, objects reachable from them, the
+return value's type, ``watch=``) and of every other live object (a sweep over gc-tracked objects,
+type objects and module globals), new gc-tracked objects by type, ``sys.getallocatedblocks()``,
+malloc bytes, open fds, resident bytes and, on a debug build, ``sys.gettotalrefcount()``.
+
+The decision is taken on slopes, not on single rounds. A signal is *clean* when a window of at least
+``SETTLE_CALLS`` calls adds nothing above its noise floor (or no new high: growth that stopped and
+swings is bounded); the report then states the detection floor (a leak slower than one per window
+would not have shown) and any bounded growth it saw ("settled after K calls"). A signal *leaks* when
+it grew in each of the last ``runs`` windows without its slope falling below half, and kept doing
+so past ``LEAK_CALLS`` measured calls (caches that fill — re's 512 patterns, sqlite's cursor lists,
+an ``lru_cache`` — stop before). Fds and memory past 64 MiB are judged sooner, so the check never
+exhausts the process. Resident memory never decides alone, nor does timing: the time ``budget``
+only ends the check, as *undecided* with what to raise. When memory leaks, one extra tracemalloc
+window names the allocation sites.
 
 >>> import pyguts.leaks
 >>> kept = []
@@ -20,6 +30,7 @@ False
 from __future__ import annotations
 
 import gc
+import itertools
 import statistics
 import sys
 import time
@@ -27,31 +38,47 @@ import tracemalloc
 from typing import Callable
 
 from pyguts import _compat
-from pyguts.leaks.probes import PAGE_NBYTES, malloc_nbytes, open_fd_count, rss_nbytes
+from pyguts.leaks.probes import malloc_nbytes, open_fd_count, rss_nbytes
 from pyguts.leaks.watch import (WATCH_CAP, WATCH_DEPTH, name_of, reachable, safe_repr, touched_by,
                                  type_name, watchable)
-from pyguts.leaks.report import CLEAN, LEAK, UNDECIDED, AllocationSite, GrownObject, LeakReport, Signal
+from pyguts.leaks.report import (CLEAN, LEAK, UNDECIDED, AllocationSite, GrownObject, Interrupted, LeakReport,
+                                 Signal)
 
-__all__ = ["check", "LeakReport"]
+__all__ = ["check", "LeakReport", "Interrupted", "DEFAULT_BUDGET_S"]
 
-#: Rounds that must all grow before a signal counts as leaking (regrtest -R uses 3).
+#: Consecutive windows that must all grow, keeping their slope, for a leak (regrtest -R uses 3 runs).
 DEFAULT_RUNS = 3
-#: At most this many rounds of ``runs`` rounds each before giving up as undecided.
-MAX_ROUNDS_FACTOR = 4
-#: A round lasts about this long: k = ROUND_TARGET_NS / time of one call, within [1, MAX_CALLS_PER_ROUND].
-ROUND_TARGET_NS = 300_000
-MAX_CALLS_PER_ROUND = 16
-#: Calls over which memory growth (blocks, malloc bytes, resident bytes) must persist, when nothing
-#: exact (references, gc objects, fds) grew: glibc's tcache and bins fill for dozens of calls when a
-#: function resizes buffers (a slow function, checked one call per round, was judged on 6 calls).
-MIN_MEMORY_LEAK_CALLS = 64
-#: Rounds without calls that measure the check's own per-round overhead (subtracted from every round).
+#: Seconds a check may take before it ends undecided (warm-up included).
+DEFAULT_BUDGET_S = 2.0
+#: The first window lasts about this long: ROUND_TARGET_NS / time of one call, within [1, MAX_FIRST_WINDOW].
+ROUND_TARGET_NS = 1_000_000
+MAX_FIRST_WINDOW = 64
+#: A window of this many calls that adds nothing settles a signal: the detection floor is about one
+#: leaked object per window (three blocks per window for the allocated-blocks count, see FLOORS).
+SETTLE_CALLS = 512
+#: With the budget spent, a quiet window this long still settles (the report states the floor).
+BUDGET_SETTLE_CALLS = 16
+#: Growth must keep its slope past this many measured calls to be a leak (caches that fill stop sooner).
+LEAK_CALLS = 1024
+#: ... or this many when the budget leaves room for no further window.
+BUDGET_LEAK_CALLS = 256
+#: Fds and large memory are judged sooner: a leak must not exhaust the process while it is confirmed.
+FD_LEAK_CALLS = 64
+MEMORY_LEAK_NBYTES = 64 << 20
+#: A window's slope (growth per call) must stay above this fraction of the previous one to "keep" it
+#: (a constant amount per window, such as a stray reference of the check itself, halves it).
+SLOPE_KEPT = 0.5
+#: Growth per window that is noise, by signal (exact signals: references, gc objects, fds: none).
+FLOORS = {"blocks": 2, "malloc_nbytes": 64 << 10, "rss_nbytes": 1 << 20}
+#: Signals that never decide alone: resident memory (page faults, other threads, the kernel's own
+#: accounting) and a debug build's total refcount (extensions built for a release interpreter, numpy's
+#: wheel among them, change counts without updating it: 13 references "per call" for a numpy sum).
+SUPPORTING = ("rss_nbytes", "totalrefs")
+#: Windows without calls that measure the check's own per-window overhead (subtracted from every window).
 NULL_ROUNDS = 3
 #: Default warm-up calls, at least: glibc's tcache keeps up to 7 freed chunks per size class, counted
 #: as in use by mallinfo, so a function freeing one chunk of a size per call looks like it leaks for 7 calls.
 WARMUP_MIN_CALLS = 8
-#: Malloc growth counts only from this many bytes per call (the smallest glibc chunk is 32 B).
-MIN_MALLOC_NBYTES_PER_CALL = 16
 #: Per-call growth from which memory is a "large-buffer" leak.
 LARGE_BUFFER_NBYTES = 64 * 1024
 #: New objects of each kind with a freelist that calls churn most (ints, floats, complexes, lists,
@@ -63,22 +90,33 @@ LARGE_BUFFER_NBYTES = 64 * 1024
 FREELIST_FILL = 128
 #: Kinds _fill_freelists makes, each FREELIST_FILL times.
 _FILL_KINDS = 5
-#: tracemalloc frames kept when locating a leak, and sites reported.
+#: tracemalloc frames kept when locating a leak, and sites/objects reported.
 TRACE_FRAMES = 16
 TOP_SITES = 5
+TOP_OBJECTS = 5
+
+_UNITS = {"blocks": "block", "malloc_nbytes": "B", "rss_nbytes": "B", "fds": "fd", "refs:all": "ref",
+          "totalrefs": "ref"}
 
 
 def check(fn: Callable, /, *args, runs: int | None = None, warmup: int | None = None, watch=(),
-          **kwargs) -> LeakReport:
+          budget: float | None = None, progress: Callable | None = None, **kwargs) -> LeakReport:
     """Call ``fn(*args, **kwargs)`` repeatedly and report whether, what and how much it leaks per call.
 
-    ``runs``: rounds that must all grow for a leak (default 3; more rounds run while undecided);
+    ``runs``: consecutive windows that must all grow, keeping their slope, for a leak (default 3);
     ``warmup``: calls before measuring (default: at least 8, enough for allocator caches to fill);
-    ``watch``: more objects whose refcounts to follow. Exceptions raised by ``fn`` propagate.
+    ``watch``: more objects whose refcounts to follow (every live object's are swept anyway, these
+    are named first); ``budget``: seconds the check may take (default 2.0) before it ends undecided;
+    ``progress``: called with the partial report after every window. Exceptions raised by ``fn``
+    propagate; Ctrl-C raises :class:`Interrupted` carrying the partial report.
+
+    A fast function gets a clean verdict after about 1,000 measured calls (windows of 64 ... 512) and
+    a leak verdict after 2,000-8,000 (floor: one small object per ~170 calls); a function of 1 ms
+    gets as many calls as the budget allows, and the report says what that rules out.
 
     While it runs, automatic gc is off (restored after) and the watched objects are held; after it
     returns, it holds nothing: refcounts and gc referrers of every watched object are as before.
-    Other threads allocating at the same time add noise (a leak verdict needs consistent growth).
+    Other threads allocating at the same time add noise (a leak needs growth that keeps its slope).
 
     >>> check(lambda: None).leaking
     False
@@ -88,14 +126,17 @@ def check(fn: Callable, /, *args, runs: int | None = None, warmup: int | None = 
         raise ValueError(f"runs must be at least 2 so that growth can be consistent, got {runs!r}; pass runs=3")
     if warmup is not None and warmup < 0:
         raise ValueError(f"warmup must be a number of calls >= 0, got {warmup!r}")
+    budget = DEFAULT_BUDGET_S if budget is None else budget
+    if not isinstance(budget, (int, float)) or not budget > 0:
+        raise ValueError(f"budget must be a positive number of seconds, got {budget!r}; pass e.g. budget=5")
     started_ns = time.perf_counter_ns()
     gc_was_enabled = gc.isenabled()
     gc.disable()   # automatic collections would move our survivors out of generation 1
     try:
-        session = _Session(fn, args, kwargs, runs)
+        session = _Session(fn, args, kwargs, runs, started_ns, started_ns + int(budget * 1e9))
         try:
             session.warm_up(warmup, watch)
-            return session.measure(started_ns)
+            return session.measure(progress)
         finally:
             session.release()
             del session
@@ -104,36 +145,57 @@ def check(fn: Callable, /, *args, runs: int | None = None, warmup: int | None = 
             gc.enable()
 
 
-def _decide(last: list, threshold: float, runs: int) -> str:
-    """regrtest's rule on the last ``runs`` deltas: all grew -> LEAK; at most half grew -> CLEAN."""
-    if len(last) < runs:
-        return UNDECIDED
-    grew = sum(1 for d in last if d >= threshold)
-    if grew == runs:
+def judge(windows: list, deltas: list, floor: float, runs: int, leak_calls: int, at_budget: bool) -> str:
+    """The decision on one signal's per-window growth (``windows``: calls per window).
+
+    >>> judge([16, 32, 64, 128, 256, 512, 1024], [16, 32, 64, 128, 256, 512, 1024], 0, 3, 1024, False)
+    'leak'
+    >>> judge([16, 32, 64, 128, 256, 512], [16, 32, 64, 10, 0, 0], 0, 3, 1024, False)   # a cache of 122
+    'clean'
+    >>> judge([16, 32, 64, 128], [16, 32, 64, 128], 0, 3, 1024, False)   # too soon to tell
+    'undecided'
+    """
+    n = sum(windows)
+    w_last, d_last = windows[-1], deltas[-1]
+    if (len(windows) >= runs and all(d > floor for d in deltas[-runs:])
+            and d_last * windows[-2] > SLOPE_KEPT * deltas[-2] * w_last
+            and (n >= leak_calls or (at_budget and n >= BUDGET_LEAK_CALLS))):
         return LEAK
-    return CLEAN if 2 * grew <= runs else UNDECIDED
-
-
-#: Signals that move only when references, gc objects or fds are kept: no allocator noise.
-_EXACT_SIGNALS = ("ref:", "gc:", "fds")
-_UNITS = {"blocks": "block", "malloc_nbytes": "B", "rss_nbytes": "B", "fds": "fd"}
+    if w_last >= SETTLE_CALLS or (at_budget and w_last >= BUDGET_SETTLE_CALLS):
+        high, total = 0.0, 0.0
+        for d in deltas[:-1]:
+            total += d
+            high = max(high, total)
+        if d_last <= floor or total + d_last <= high + floor:   # quiet, or no new high: bounded
+            return CLEAN
+    return UNDECIDED
 
 
 class _Session:
-    """State of one check: the watched objects (released at the end) and the per-round history."""
+    """State of one check: the watched objects (released at the end) and the per-window history."""
 
-    def __init__(self, fn, args, kwargs, runs: int):
+    def __init__(self, fn, args, kwargs, runs: int, started_ns: int, deadline_ns: int):
         self.fn, self.args, self.kwargs, self.runs = fn, args, kwargs, runs
+        self.started_ns, self.deadline_ns = started_ns, deadline_ns
         self.watched: list = []
+        self.population: list = []            # every other live object whose refcount is swept
+        self.sweeps: list = [None, None, None]   # (measured calls, per-object refcounts) of the last three sweeps
+        self.sweep_sum = 0
+        self.sweeping = False                  # sweep after every window (after growth was seen)
         self.k = 1
+        self.call_ns = 1
         self.calls = 0
-        self.rounds = 0
-        self.series: dict[str, list] = {}     # signal name -> per-round deltas, bias subtracted
-        self.bias: dict[str, float] = {}      # signal name -> the check's own per-round growth
-        self.gc_counts: dict[str, int] = {}   # type name -> objects in generation 1 after the last round
-        self.refs: list = []                  # refcounts of watched objects at the start of a round
+        self.windows: list = []               # calls per measured window
+        self.series: dict[str, list] = {}     # signal name -> per-window deltas, bias subtracted
+        self.bias: dict[str, float] = {}      # signal name -> the check's own per-window growth
+        self.gc_counts: dict[str, int] = {}   # type name -> objects in generation 1 after the last window
+        self.refs: list = []                  # refcounts of watched objects at the start of a window
         self.states: dict[str, str] = {}      # signal name -> LEAK, CLEAN or UNDECIDED
         self.slots: list = [None] * (_FILL_KINDS * FREELIST_FILL)   # see _fill_freelists
+        self.at_budget = False
+        self.interrupted = False
+        self.leaked_windows = 0                # consecutive windows that ended with a leaking signal
+        self.freed_by_full_gc: list = []       # signals whose growth a full collection freed
 
     # -- phases -----------------------------------------------------------------------------------
 
@@ -141,11 +203,11 @@ class _Session:
         fn, args, kwargs = self.fn, self.args, self.kwargs
         t0 = time.perf_counter_ns()
         result = fn(*args, **kwargs)
-        call_ns = max(time.perf_counter_ns() - t0, 1)
+        self.call_ns = max(time.perf_counter_ns() - t0, 1)
         result_type = type(result)
         del result
         self.calls = 1
-        self.k = max(1, min(MAX_CALLS_PER_ROUND, ROUND_TARGET_NS // call_ns))
+        self.k = max(1, min(MAX_FIRST_WINDOW, ROUND_TARGET_NS // self.call_ns))
         for _ in range((max(WARMUP_MIN_CALLS, self.k) if warmup is None else warmup) - 1):
             fn(*args, **kwargs)
             self.calls += 1
@@ -162,64 +224,129 @@ class _Session:
         del result_type
         self.watched = watched
         self.refs = [0] * len(watched)
-        gc.collect(1)   # generations 0 and 1 empty: from now on gen 1 holds what the rounds keep alive
+        gc.collect(1)   # generations 0 and 1 empty: from now on gen 1 holds what the windows keep alive
+        self.population = _population()
+
+    def measure(self, progress) -> LeakReport:
+        # No comprehension or closure here: their cells would live in generation 1 and count as growth.
+        # Null rounds are recorded exactly as measured windows are, from the same frame, so their
+        # bookkeeping (and the references our frames hold) is the same.
         self.gc_counts = self._count_gc()
-        # Null rounds are recorded exactly as measured rounds are, so their bookkeeping is the same.
-        for _ in range(NULL_ROUNDS):
-            self._record(self._round(0))
+        for i in range(NULL_ROUNDS):
+            raw = self._round(0, i == NULL_ROUNDS - 1)   # the last one takes the sweep's baseline
+            self._record(0, raw)
+            del raw   # (a bound method or a result on the stack would hold references the sweep sees)
         for name, series in self.series.items():
             self.bias[name] = statistics.median(series)
         self.series.clear()
-        self.rounds = 0
-        gc.collect(1)   # what the warm-up left in generation 1 must not count as freed in round 1
+        self.windows.clear()
+        gc.collect(1)   # what the warm-up left in generation 1 must not count as freed in window 1
         self.gc_counts = self._count_gc()
+        k = self.k
+        try:
+            while True:
+                t0 = time.perf_counter_ns()
+                raw = self._round(k, self.sweeping)
+                self._record(k, raw)
+                del raw
+                self.call_ns = max(1, (time.perf_counter_ns() - t0) // k)
+                k *= 2
+                self.at_budget = time.perf_counter_ns() + k * self.call_ns > self.deadline_ns
+                self._update_states()
+                if self._done() and not self.sweeping and not self.at_budget and self.leaked_windows == 0:
+                    # Every other signal settled clean: did any live object's refcount grow since the
+                    # baseline? One sweep says, from this frame as every window's (the same references
+                    # held); if some did, sweeping goes on after every window until that is settled.
+                    raw = self._round(0, True)
+                    self._caught_up(raw)
+                    del raw
+                if progress is not None and not self._done():
+                    progress(self._report(()))
+                    gc.collect(0)   # what the callback keeps is not the function's growth
+                    self.gc_counts = self._count_gc()
+                if self._done():
+                    break
+            if self._memory_leaks():
+                self._confirm()
+        except KeyboardInterrupt:
+            self.interrupted = True
+            raise Interrupted(self._report(())) from None
+        return self._report(self._locate() if self._memory_leaks() else ())
 
-    def measure(self, started_ns: int) -> LeakReport:
-        # No comprehension or closure here: their cells would live in generation 1 and count as growth.
-        while not self._done():
-            self._record(self._round(self.k))
-            self._update_states()
-        return self._report(self._locate() if self._memory_leaks() else (), started_ns)
+    def _caught_up(self, raw: dict) -> None:
+        self.sweeping = True
+        if "refs:all" not in self.series:
+            self.series["refs:all"] = [0.0] * len(self.windows)
+        self.series["refs:all"][-1] += raw["refs:all"] - self.bias.get("refs:all", 0)   # shown on the last window
+        self._update_states()
+
+    def _confirm(self) -> None:
+        """One more window, between full collections: memory and gc objects that only a full collection
+        frees (cycles reaching older generations, a class made per call) were garbage, not a leak."""
+        fn, args, kwargs, slots, w = self.fn, self.args, self.kwargs, self.slots, self.windows[-1]
+        gc.collect()
+        _fill_freelists(slots)
+        malloc0 = malloc_nbytes()
+        objects0 = len(gc.get_objects())
+        blocks0 = sys.getallocatedblocks()
+        for _ in itertools.repeat(None, w):
+            fn(*args, **kwargs)
+        gc.collect()
+        _fill_freelists(slots)
+        grown = {"blocks": sys.getallocatedblocks() - blocks0 - self.bias.get("blocks", 0),
+                 "gc:": len(gc.get_objects()) - objects0}
+        if malloc0 is not None:
+            grown["malloc_nbytes"] = malloc_nbytes() - malloc0 - self.bias.get("malloc_nbytes", 0)
+        self.calls += w
+        for name, state in self.states.items():
+            key = "gc:" if name.startswith("gc:") else name
+            if state == LEAK and key in grown and grown[key] <= FLOORS.get(name, 0):
+                self.states[name] = CLEAN
+                self.freed_by_full_gc.append(name)
 
     def _done(self) -> bool:
-        if self.rounds < self.runs:
-            return False
-        states = self.states
-        undecided = UNDECIDED in states.values()
-        exact = False
-        allocator = False
-        for name, state in states.items():
-            if state == LEAK:
-                if name.startswith(_EXACT_SIGNALS):
-                    exact = True
-                else:
-                    allocator = True
-        # Memory growth alone must also outlast MIN_MEMORY_LEAK_CALLS calls: allocator caches fill
-        # for a while (a slow function checked one call per round would otherwise be judged on ~6).
-        enough_calls = self.rounds * self.k >= MIN_MEMORY_LEAK_CALLS
-        if self.rounds >= self.runs * MAX_ROUNDS_FACTOR and (exact or not allocator or enough_calls):
+        if self.at_budget:
             return True
-        if exact:
-            return not undecided or self.rounds >= self.runs + 2
-        if allocator:   # freelists and caches fill for a while: confirm over a second window of rounds
-            return self.rounds >= 2 * self.runs and enough_calls
-        return not undecided
+        undecided = False
+        for name, state in self.states.items():
+            undecided = undecided or (state == UNDECIDED and name not in SUPPORTING)
+        if not undecided:
+            return True
+        # A leak is settled once its companions (the same leak seen by other counters) had one more window.
+        return self.leaked_windows >= 2
 
     def _update_states(self) -> None:
+        windows, runs, at_budget, states = self.windows, self.runs, self.at_budget, self.states
         for name, series in self.series.items():
-            self.states[name] = _decide(series[-self.runs:], self._threshold(name), self.runs)
+            leak_calls = LEAK_CALLS
+            if name == "fds":
+                leak_calls = FD_LEAK_CALLS
+            elif name == "malloc_nbytes" and sum(series) >= MEMORY_LEAK_NBYTES:
+                leak_calls = 0
+            states[name] = judge(windows, series, FLOORS.get(name, 0), runs, leak_calls, at_budget)
+        leaked = False
+        for name, state in states.items():
+            leaked = leaked or (state == LEAK and name not in SUPPORTING)
+        if leaked:   # a leak is established: its companions (other counters of the same leak) need no more calls
+            for name, series in self.series.items():
+                if states[name] == UNDECIDED:
+                    states[name] = judge(windows, series, FLOORS.get(name, 0), runs, 0, at_budget)
+        self.leaked_windows = self.leaked_windows + 1 if leaked else 0
 
     def _memory_leaks(self) -> bool:
-        return any(state == LEAK for name, state in self.states.items() if not name.startswith(("ref:", "fds")))
+        return any(state == LEAK for name, state in self.states.items()
+                   if not name.startswith(("ref:", "refs:", "totalrefs", "fds")))
 
     def release(self) -> None:
         """Drop every reference to measured objects (the check must not keep them alive)."""
         self.watched = []
+        self.population = []
+        self.sweeps[:] = [None, None, None]
         self.fn = self.args = self.kwargs = None
 
-    # -- one round --------------------------------------------------------------------------------
+    # -- one window -------------------------------------------------------------------------------
 
-    def _round(self, k: int) -> dict:
+    def _round(self, k: int, sweep: bool = True) -> dict:
         """Run ``k`` calls between two snapshots; return the raw growth of every signal."""
         fn, args, kwargs, watched, refs = self.fn, self.args, self.kwargs, self.watched, self.refs
         for i in range(len(watched)):
@@ -228,16 +355,20 @@ class _Session:
         fds0 = open_fd_count()
         rss0 = rss_nbytes()
         malloc0 = malloc_nbytes()
+        total0 = _total_refcount()
         blocks0 = sys.getallocatedblocks()   # read last before and first after: our own ints stay out
-        for _ in range(k):
+        for _ in itertools.repeat(None, k):   # no loop int alive after the calls (a block, a reference)
             fn(*args, **kwargs)
         gc.collect(0)   # cyclic garbage of the calls goes; survivors join generation 1
         _fill_freelists(self.slots)
         blocks1 = sys.getallocatedblocks()
+        total1 = _total_refcount()
         malloc1 = malloc_nbytes()
         rss1 = rss_nbytes()
         fds1 = open_fd_count()
         raw = {"blocks": blocks1 - blocks0}
+        if total0 is not None:
+            raw["totalrefs"] = total1 - total0
         if malloc0 is not None:
             raw["malloc_nbytes"] = malloc1 - malloc0
         if rss0 is not None:
@@ -251,21 +382,29 @@ class _Session:
         for name in {*counts, *old}:
             raw["gc:" + name] = counts.get(name, 0) - old.get(name, 0)
         self.gc_counts = counts
+        # The sweep is taken at one point of a window, after the calls: the same frames and locals
+        # hold the same references each time.
+        if sweep:
+            refcounts = list(map(sys.getrefcount, self.population))
+            total = sum(refcounts)
+            raw["refs:all"] = 0 if self.sweeps[2] is None else total - self.sweep_sum
+            sweeps = self.sweeps   # shifted in place: the list itself is swept
+            sweeps[0], sweeps[1], sweeps[2] = sweeps[1], sweeps[2], (sum(self.windows) + k, refcounts)
+            self.sweep_sum = total
         self.calls += k
         return raw
 
-    def _record(self, raw: dict) -> None:
+    def _record(self, k: int, raw: dict) -> None:
         for name in raw.keys() - self.series.keys():
-            self.series[name] = [0.0] * self.rounds
+            self.series[name] = [0.0] * len(self.windows)
         for name, series in self.series.items():
             series.append(raw.get(name, 0) - self.bias.get(name, 0))
-        self.rounds += 1
+        self.windows.append(k)
 
     def _count_gc(self) -> dict[str, int]:
-        """Objects in generation 1 (kept alive by the rounds) by type name, our own bookkeeping excluded."""
-        own = {id(self.__dict__), id(self.series), id(self.bias), id(self.gc_counts), id(self.refs),
-               id(self.watched), id(self.states), id(self.slots), *map(id, self.series.values())}
+        """Objects in generation 1 (kept alive by the windows) by type name, our own bookkeeping excluded."""
         counts: dict[str, int] = {}
+        own = _own_ids(self)
         for obj in gc.get_objects(1):
             if id(obj) not in own:
                 name = type_name(type(obj))
@@ -274,35 +413,40 @@ class _Session:
 
     # -- decision and report ----------------------------------------------------------------------
 
-    def _threshold(self, name: str) -> float:
-        k = self.k
-        if name == "blocks":
-            return max(1, k // 4)
-        if name == "malloc_nbytes":
-            return k * MIN_MALLOC_NBYTES_PER_CALL
-        if name == "rss_nbytes":
-            return k * PAGE_NBYTES
-        return 1
-
-    def _per_call(self, name: str) -> float:
-        return statistics.median(self.series[name][-self.runs:]) / self.k
+    def _swept_growth(self) -> list:
+        """(growth per call, object) of swept objects whose refcount grew in both of the last two
+        windows, keeping its slope."""
+        found = []
+        if self.sweeps[0] is None:
+            return found
+        (n0, older), (n1, before), (n2, after) = self.sweeps
+        w_prev, w_last = n1 - n0, n2 - n1
+        if not w_prev or not w_last:
+            return found
+        population = self.population
+        for i in range(len(population)):
+            d_last, d_prev = after[i] - before[i], before[i] - older[i]
+            if d_last > 0 and d_prev > 0 and d_last * w_prev > SLOPE_KEPT * d_prev * w_last:
+                found.append((d_last / w_last, population[i]))
+        return found
 
     def _locate(self) -> tuple:
-        """One tracemalloc pass of k calls: where the kept memory was allocated, per call."""
+        """One tracemalloc window as long as the last: where the kept memory was allocated, per call."""
+        k = self.windows[-1]
         was_tracing = tracemalloc.is_tracing()
         if not was_tracing:
             tracemalloc.start(TRACE_FRAMES)
         try:
             fn, args, kwargs = self.fn, self.args, self.kwargs
             before = tracemalloc.take_snapshot()
-            for _ in range(self.k):
+            for _ in itertools.repeat(None, k):
                 fn(*args, **kwargs)
             gc.collect(0)
             after = tracemalloc.take_snapshot()
         finally:
             if not was_tracing:
                 tracemalloc.stop()
-        self.calls += self.k
+        self.calls += k
         diffs = after.compare_to(before, "traceback")
         sites: dict[str, list] = {}
         for stat in diffs:
@@ -316,15 +460,15 @@ class _Session:
             acc[0] += stat.size_diff
             acc[1] += stat.count_diff
         top = sorted(sites.items(), key=lambda item: -item[1][0])[:TOP_SITES]
-        return tuple(AllocationSite(where, nbytes / self.k, count / self.k) for where, (nbytes, count) in top)
+        return tuple(AllocationSite(where, nbytes / k, count / k) for where, (nbytes, count) in top)
 
-    def _report(self, sites: tuple, started_ns: int) -> LeakReport:
-        k, runs, states = self.k, self.runs, self.states
-        signals = []
-        grown_objects, grown_types = [], []
+    def _report(self, sites: tuple) -> LeakReport:
+        windows, runs, states = self.windows, self.runs, self.states
+        n = sum(windows)
+        signals, grown_objects, grown_types = [], [], []
         for name, series in self.series.items():
-            state = states[name]
-            per_call = self._per_call(name)
+            state = states.get(name, UNDECIDED)
+            per_call = self._tail_per_call(name)
             label, unit = name, _UNITS.get(name, "object")
             if name.startswith("ref:"):
                 obj = self.watched[int(name[4:])]
@@ -334,8 +478,17 @@ class _Session:
                 del obj
             elif name.startswith("gc:") and state == LEAK:
                 grown_types.append((name[3:], per_call))
-            signals.append(Signal(label, unit, tuple(series[-runs:]), self._threshold(name), per_call, state))
-        leaking = LEAK in states.values()
+            signals.append(Signal(label, unit, tuple(series), FLOORS.get(name, 0), per_call, state))
+        if LEAK in (states.get("refs:all"), states.get("totalrefs")):
+            leaked_type_names = {t for t, _ in grown_types}
+            named = {g.addr for g in grown_objects}
+            for per_call, obj in sorted(self._swept_growth(), key=lambda g: -g[0])[:TOP_OBJECTS]:
+                if id(obj) in named or (isinstance(obj, type) and type_name(obj) in leaked_type_names):
+                    continue   # watched, or instances of it leak (each holds its type): nothing of its own
+                grown_objects.append(GrownObject(safe_repr(obj), type_name(type(obj)), id(obj), per_call))
+                del obj
+        deciding = {name: state for name, state in states.items() if name not in SUPPORTING}
+        leaking = LEAK in deciding.values()
         kinds = []
         if grown_objects:
             kinds.append("reference")
@@ -343,7 +496,7 @@ class _Session:
             kinds.append("container")
         if states.get("blocks") == LEAK and not grown_types:
             kinds.append("object")
-        memory = [self._per_call(n) for n in ("malloc_nbytes", "rss_nbytes") if states.get(n) == LEAK]
+        memory = [self._tail_per_call(n_) for n_ in ("malloc_nbytes",) if states.get(n_) == LEAK]
         memory += [s.nbytes_per_call for s in sites]
         if memory and max(memory) >= LARGE_BUFFER_NBYTES:
             kinds.append("large-buffer")
@@ -352,24 +505,112 @@ class _Session:
         if states.get("fds") == LEAK:
             kinds.append("fd")
         if leaking and not kinds:
-            kinds.append("memory")
+            kinds.append("reference")   # the swept total grew, on no object the last windows could name
+        decided = not self.interrupted and (leaking or UNDECIDED not in deciding.values())
+        notes = self._notes(leaking, decided, kinds, sites, n)
+        signals.sort(key=lambda s: (s.state == CLEAN, s.name.startswith(("gc:", "refcount:")), s.name))
+        return LeakReport(
+            function=name_of(self.fn), leaking=leaking, decided=decided, kinds=tuple(kinds),
+            windows=tuple(windows), calls=self.calls, elapsed_ms=(time.perf_counter_ns() - self.started_ns) / 1e6,
+            signals=tuple(signals), grown_objects=tuple(sorted(grown_objects, key=lambda g: -g.growth_per_call)),
+            grown_types=tuple(sorted(grown_types, key=lambda t: -t[1])), sites=sites, notes=tuple(notes))
+
+    def _tail_per_call(self, name: str) -> float:
+        """The slope: median growth per call of the last ``runs`` windows."""
+        pairs = zip(self.windows[-self.runs:], self.series[name][-self.runs:])
+        return statistics.median([d / w for w, d in pairs if w]) if self.windows[-1] else 0.0
+
+    def _notes(self, leaking: bool, decided: bool, kinds: list, sites: tuple, n: int) -> list:
         notes = []
+        windows, states = self.windows, self.states
+        budget_s = (self.deadline_ns - self.started_ns) / 1e9
+        if self.interrupted:
+            notes.append(f"interrupted after {n} measured calls: a partial report, no verdict")
+        elif not decided:
+            growing = sorted(name for name, state in states.items() if state == UNDECIDED and name not in SUPPORTING)
+            notes.append(f"no verdict within the budget of {budget_s:g} s ({n} measured calls): "
+                         f"{', '.join(growing[:4])} kept changing; raise budget= (e.g. budget={4 * budget_s:g})")
+        if not leaking and decided and windows:
+            w = windows[-1]
+            raise_budget = "; raise budget= for a lower floor" if w < SETTLE_CALLS else ""
+            notes.append(f"detection floor: no growth in the last window of {w} calls, so a leak of one reference "
+                         f"or object per {w} calls ({FLOORS['blocks'] + 1} untracked objects per {w} calls) "
+                         f"or slower would not show{raise_budget}")
+        for name, series in self.series.items():
+            if states.get(name) != CLEAN or name.startswith("ref:"):
+                continue
+            total, high, high_at, calls = 0.0, 0.0, 0, 0
+            for w, d in zip(windows, series):
+                total += d
+                calls += w
+                if total > high:
+                    high, high_at = total, calls
+            if high > 2 * FLOORS.get(name, 0) and high >= 1:
+                notes.append(f"bounded growth of {high:g} {_UNITS.get(name, 'object')} ({name}), "
+                             f"settled after {high_at} calls")
+        if self.freed_by_full_gc:
+            notes.append(f"growth of {', '.join(self.freed_by_full_gc)} was cyclic garbage that only a full "
+                         f"collection frees (gc.collect()): not a leak")
+        if states.get("totalrefs") == LEAK and "reference" not in kinds:
+            notes.append("the debug build's total refcount grew while no watched or swept object's did: a reference "
+                         "leaked on an object outside the sweep, or a release-built extension's own "
+                         "Py_INCREF/Py_DECREF (not counted in the total); it never decides alone")
+        if states.get("rss_nbytes") == LEAK and not leaking:
+            notes.append("resident memory kept growing while no allocator counter did (mmap or another allocator?); "
+                         "resident memory never decides alone")
         if "native-memory" in kinds and not sites:
             notes.append("tracemalloc does not see malloc() outside Python's allocators, so no allocation "
                          "site is named: look for malloc/calloc/realloc without free in the C code")
-        if not leaking and UNDECIDED in states.values():
-            notes.append(f"no verdict after {self.rounds} rounds: growth came and went; run with a larger runs=")
         if _compat.VERSION >= (3, 12):
             notes.append("immortal objects (None, small ints, interned strings) have no refcount to grow on 3.12+")
-        signals.sort(key=lambda s: (s.state == CLEAN, s.name.startswith(("gc:", "refcount:")), s.name))
-        # A leak shown by a signal that grew every round is settled even while a lagging companion
-        # (resident pages on a busy machine) is still undecided; a clean verdict needs all settled.
-        return LeakReport(
-            function=name_of(self.fn), leaking=leaking, decided=leaking or UNDECIDED not in states.values(),
-            kinds=tuple(kinds), calls_per_round=k, rounds=self.rounds, calls=self.calls,
-            elapsed_ms=(time.perf_counter_ns() - started_ns) / 1e6, signals=tuple(signals),
-            grown_objects=tuple(sorted(grown_objects, key=lambda g: -g.growth_per_call)),
-            grown_types=tuple(sorted(grown_types, key=lambda t: -t[1])), sites=sites, notes=tuple(notes))
+        return notes
+
+
+def _population() -> list:
+    """Every live object whose refcount a leak could raise unnamed: gc-tracked objects, all types (the
+    static ones are untracked) and the untracked values of module globals. The check's own objects
+    are among them: their counts do not move from window to window."""
+    found = gc.get_objects()
+    extra: dict[int, object] = {}
+    stack = [object]
+    while stack:
+        tp = stack.pop()
+        if not gc.is_tracked(tp):
+            extra[id(tp)] = tp
+        try:
+            stack.extend(type.__subclasses__(tp))
+        except TypeError:   # type.__subclasses__(type) needs the instance form
+            pass
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if isinstance(namespace, dict):
+            for value in itertools.filterfalse(gc.is_tracked, list(namespace.values())):
+                if id(value) not in _SHARED_IDS:
+                    extra[id(value)] = value
+    found += extra.values()
+    return found
+
+
+#: Objects shared interpreter-wide whose counts move with anything (None, bools, small ints, one-
+#: character strings, the empty str/bytes/tuple): kept out of the sweep (immortal from 3.12 anyway).
+_SHARED_IDS = frozenset(map(id, [None, True, False, Ellipsis, NotImplemented, "", b"", (), LEAK, CLEAN, UNDECIDED,
+                                 *_compat.SMALL_INTS,
+                                 *map(chr, range(256)), *(bytes([i]) for i in range(256))]))
+
+
+def _own_ids(session: _Session) -> set:
+    """Ids of the session's own bookkeeping (never growth of the function's)."""
+    own = {id(session.__dict__), id(session.series), id(session.bias), id(session.gc_counts), id(session.refs),
+           id(session.watched), id(session.states), id(session.slots), id(session.windows),
+           id(session.population), id(session.sweeps), *map(id, session.series.values())}
+    own.update(id(sweep[1]) for sweep in session.sweeps if sweep is not None)
+    return own
+
+
+def _total_refcount() -> int | None:
+    """sys.gettotalrefcount() on a debug build, else None."""
+    total = getattr(sys, "gettotalrefcount", None)
+    return None if total is None else total()
 
 
 def _fill_freelists(slots: list) -> None:

@@ -4,19 +4,22 @@ The records hold strings and numbers only, never the objects measured, so a repo
 without keeping anything alive. They can be built by hand:
 
 >>> from pyguts.leaks.report import LeakReport, Signal
->>> r = LeakReport(function="f", leaking=True, decided=True, kinds=("fd",), calls_per_round=2, rounds=3,
-...                calls=10, elapsed_ms=1.0, signals=(Signal("fds", "fd", (2, 2, 2), 2, 1.0, "leak"),))
+>>> r = LeakReport(function="f", leaking=True, decided=True, kinds=("fd",), windows=(16, 32, 64),
+...                calls=120, elapsed_ms=1.0, signals=(Signal("fds", "fd", (16, 32, 64), 0, 1.0, "leak"),))
 >>> r.growth["fds"]
 1.0
+>>> r.evidence
+'fds +1 fd per call over 112 calls'
 >>> print(r)
-pyguts.leaks: f LEAKS (fd): 3 rounds x 2 calls, 10 calls in 1.0 ms
+pyguts.leaks: f LEAKS (fd): 112 calls measured in 3 windows (120 with warm-up) in 1.0 ms
   fd: file descriptors opened and not closed
-  per call (per-round deltas):
-    fds                                      +1 fd     [2, 2, 2]  <- leak
+  per call (growth per window of 16, 32, 64 calls):
+    fds                                      +1 fd     [16, 32, 64]  <- leak
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 #: Decision states of one signal.
@@ -30,7 +33,6 @@ KIND_HELP = {
     "large-buffer": "large memory buffers (>= 64 KiB per call)",
     "native-memory": "C allocator (malloc) memory not owned by Python objects",
     "fd": "file descriptors opened and not closed",
-    "memory": "resident memory that no allocator counter explains (mmap, another allocator)",
 }
 
 
@@ -40,9 +42,9 @@ class Signal:
 
     name: str          # "blocks", "malloc_nbytes", "gc:list", "refcount:<label>", ...
     unit: str          # "block", "B", "fd", "ref", "object"
-    deltas: tuple      # per round, after subtracting the check's own overhead
-    threshold: float   # the least per-round growth that counts as growth
-    per_call: float    # median delta / calls per round
+    deltas: tuple      # growth per window, after subtracting the check's own overhead
+    floor: float       # growth per window up to this much is noise
+    per_call: float    # growth per call over the last windows (the slope)
     state: str         # LEAK, CLEAN or UNDECIDED
 
 
@@ -73,9 +75,8 @@ class LeakReport:
     leaking: bool
     decided: bool
     kinds: tuple
-    calls_per_round: int
-    rounds: int
-    calls: int
+    windows: tuple                     # calls per measured window (doubling)
+    calls: int                         # calls in all, warm-up included
     elapsed_ms: float
     signals: tuple = ()
     grown_objects: tuple = ()
@@ -95,17 +96,34 @@ class LeakReport:
                 return s
         return None
 
+    @property
+    def evidence(self) -> str:
+        """One line: the leaking signals with their slopes (empty when nothing leaks)."""
+        measured = sum(self.windows)
+        parts = [f"{s.name} {_fmt(s.per_call)} {s.unit} per call" for s in self.signals if s.state == LEAK]
+        parts += [f"{g.type_name} at 0x{g.addr:x} {_fmt(g.growth_per_call)} ref per call" for g in self.grown_objects]
+        return "; ".join(parts) + (f" over {measured} calls" if parts else "")
+
+    def as_dict(self) -> dict:
+        """Every field as plain JSON-serialisable values (lists for tuples, dicts for records)."""
+        data = dataclasses.asdict(self)
+        data["evidence"] = self.evidence
+        return data
+
     def __str__(self) -> str:
         verdict = ("LEAKS (%s)" % ", ".join(self.kinds)) if self.leaking else "no leak found"
         if not self.decided:
-            verdict += " (undecided: growth was neither consistent nor absent; raise runs=)"
-        lines = [f"pyguts.leaks: {self.function} {verdict}: {self.rounds} rounds x {self.calls_per_round} calls,"
-                 f" {self.calls} calls in {self.elapsed_ms:.1f} ms"]
+            verdict += " (undecided)"
+        measured = sum(self.windows)
+        lines = [f"pyguts.leaks: {self.function} {verdict}: {measured} calls measured in {len(self.windows)} windows"
+                 f" ({self.calls} with warm-up) in {self.elapsed_ms:.1f} ms"]
         for kind in self.kinds:
             lines.append(f"  {kind}: {KIND_HELP.get(kind, kind)}")
         shown = [s for s in self.signals if s.state != CLEAN or not s.name.startswith(("gc:", "refcount:"))]
         if shown:
-            lines.append("  per call (per-round deltas):")
+            sizes = ", ".join(map(str, self.windows[:3])) + (f" ... {self.windows[-1]}" if len(self.windows) > 4
+                                                            else "".join(f", {w}" for w in self.windows[3:]))
+            lines.append(f"  per call (growth per window of {sizes} calls):")
             for s in shown:
                 mark = {LEAK: "  <- leak", UNDECIDED: "  <- undecided"}.get(s.state, "")
                 lines.append(f"    {s.name:<34} {_fmt(s.per_call):>8} {s.unit:<6} {_fmt_deltas(s.deltas)}{mark}")
@@ -129,4 +147,15 @@ def _fmt(x: float) -> str:
 
 
 def _fmt_deltas(deltas) -> str:
-    return "[" + ", ".join(str(int(d)) if d == int(d) else f"{d:g}" for d in deltas) + "]"
+    shown = [str(int(d)) if d == int(d) else f"{d:g}" for d in deltas]
+    if len(shown) > 8:
+        shown = shown[:3] + ["..."] + shown[-4:]
+    return "[" + ", ".join(shown) + "]"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`pyguts.leaks.check`: ``report`` is what was measured until then (undecided)."""
+
+    def __init__(self, report: LeakReport):
+        super().__init__("leak check interrupted")
+        self.report = report

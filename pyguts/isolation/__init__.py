@@ -167,6 +167,63 @@ class Outcome:
         err.outcome = self  # type: ignore[attr-defined]
         raise err
 
+    def __repr__(self) -> str:
+        """One line: how it ended, the pid and the time (``describe()`` and Jupyter's view say more).
+
+        >>> repr(isolate(pow, 2, 10)).split(", pid")[0]
+        '<Outcome ok: 1024'
+        """
+        if self.status == "ok":
+            how = _short_repr(self.value)
+        elif self.status == "raised":
+            how = "%s: %s" % (self.exc_type, self.exc_message)
+        elif self.status in ("crashed", "stopped"):
+            how = "%s (signal %s)" % (self.signal_name, self.signal)
+        elif self.status == "timeout":
+            how = "killed after %gs" % (self.timeout or 0.0)
+        elif self.status == "exited":
+            how = "code %s" % self.exit_code
+        else:
+            how = self.detail
+        how = " ".join(str(how).split())  # one line, whatever the child said
+        how = how if len(how) <= 80 else how[:77] + "..."
+        return "<Outcome %s%s, pid %d, %.0f ms>" % (self.status, ": " + how if how else "", self.pid,
+                                                   self.duration_s * 1e3)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the verdict, a table of what is known, the child's tracebacks and output."""
+        from html import escape
+
+        colour = "#1e7b34" if self.status == "ok" else "#b03a2e"
+        rows = [("status", self.status)]
+        if self.signal is not None:
+            rows.append(("signal", "%s (%s)" % (self.signal, self.signal_name)))
+        if self.exit_code is not None:
+            rows.append(("exit code", str(self.exit_code)))
+        if self.status == "ok":
+            rows.append(("value", _short_repr(self.value)))
+        if self.exc_type is not None:
+            rows.append(("exception", "%s: %s" % (self.exc_type, self.exc_message)))
+        if self.timeout is not None:
+            rows.append(("timeout", "%gs" % self.timeout))
+        rows += [("pid", str(self.pid)), ("duration", "%.1f ms" % (self.duration_s * 1e3))]
+        if self.detail:
+            rows.append(("detail", self.detail))
+        table = "".join('<tr><th style="text-align:left">%s</th><td style="text-align:left">%s</td></tr>'
+                        % (escape(k), escape(v)) for k, v in rows)
+        parts = ['<div class="pyguts-outcome"><p><b style="color:%s">isolate: %s</b> \u2014 %s</p>'
+                 % (colour, escape(self.status), escape(self.describe().split("\n", 1)[0])),
+                 "<table>%s</table>" % table]
+        failed = self.status != "ok"
+        for title, text, open_ in (("child traceback", self.exc_traceback, True),
+                                   ("child faulthandler output", self.fault_traceback, True),
+                                   ("child stdout (last %d bytes kept)" % OUTPUT_TAIL_NBYTES, self.stdout, failed),
+                                   ("child stderr (last %d bytes kept)" % OUTPUT_TAIL_NBYTES, self.stderr, failed)):
+            if text and text.strip():
+                parts.append("<details%s><summary>%s</summary><pre>%s</pre></details>"
+                             % (' open=""' if open_ else "", escape(title), escape(text.rstrip())))
+        return "".join(parts) + "</div>"
+
 
 def isolate(fn: Callable[..., Any], /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Outcome:
     """Call ``fn(*args, **kwargs)`` in a forked child; return an :class:`Outcome`, never raise for the child.

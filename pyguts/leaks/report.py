@@ -100,7 +100,8 @@ class LeakReport:
     def evidence(self) -> str:
         """One line: the leaking signals with their slopes (empty when nothing leaks)."""
         measured = sum(self.windows)
-        parts = [f"{s.name} {_fmt(s.per_call)} {s.unit} per call" for s in self.signals if s.state == LEAK]
+        parts = [f"{s.name} {_fmt(s.per_call)} {s.unit} per call" for s in self.signals
+                 if s.state == LEAK and not s.name.startswith("refcount:")]   # named below, with the object
         parts += [f"{g.type_name} at 0x{g.addr:x} {_fmt(g.growth_per_call)} ref per call" for g in self.grown_objects]
         return "; ".join(parts) + (f" over {measured} calls" if parts else "")
 
@@ -140,6 +141,63 @@ class LeakReport:
                       for s in self.sites]
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        """One line: the function, the verdict and the calls measured (``print(report)`` says the rest).
+
+        >>> LeakReport("f", True, True, ("reference",), (64, 128), 200, 1.0)
+        <LeakReport f: LEAKS (reference), 192 calls>
+        """
+        verdict = ("LEAKS (%s)" % ", ".join(self.kinds)) if self.leaking else "no leak found"
+        doubt = "" if self.decided else " (undecided)"
+        return f"<LeakReport {self.function}: {verdict}{doubt}, {sum(self.windows)} calls>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the verdict, what each kind means, the signal table, the objects and sites, the notes."""
+        from html import escape
+
+        verdict = ("LEAKS (%s)" % ", ".join(self.kinds)) if self.leaking else "no leak found"
+        colour = "#b03a2e" if self.leaking else "#1e7b34" if self.decided else "#b9770e"
+        out = [f'<div class="pyguts-leak-report"><p><b>pyguts.leaks: {escape(self.function)}</b> '
+               f'<b style="color:{colour}">{escape(verdict)}{"" if self.decided else " (undecided)"}</b>: '
+               f"{sum(self.windows)} calls measured in {len(self.windows)} windows ({self.calls} with warm-up) "
+               f"in {self.elapsed_ms:.1f} ms</p>"]
+        if self.kinds:
+            out.append("<ul>" + "".join(f"<li><b>{escape(k)}</b>: {escape(KIND_HELP.get(k, k))}</li>"
+                                        for k in self.kinds) + "</ul>")
+
+        def table(head, rows) -> str:
+            cells = "".join(f'<th style="text-align:left">{escape(h)}</th>' for h in head)
+            body = "".join("<tr>" + "".join(f'<td style="text-align:left">{c}</td>' for c in row) + "</tr>"
+                           for row in rows)
+            return f"<table><tr>{cells}</tr>{body}</table>"
+
+        shown = [s for s in self.signals if s.state != CLEAN or not s.name.startswith(("gc:", "refcount:"))]
+        if shown:
+            states = {LEAK: "#b03a2e", UNDECIDED: "#b9770e", CLEAN: "#1e7b34"}
+            out.append(table(("signal", "per call", "unit", "growth per window", "noise floor", "state"), [
+                (escape(s.name), escape(_fmt(s.per_call)), escape(s.unit), escape(_fmt_deltas(s.deltas)),
+                 escape(f"{s.floor:g}"), f'<b style="color:{states.get(s.state, "#000")}">{escape(s.state)}</b>')
+                for s in shown]))
+            hidden = len(self.signals) - len(shown)
+            if hidden:
+                out.append(f"<p>{hidden} more signals (gc counts, refcounts of the objects passed) are clean.</p>")
+            out.append("<p>windows (calls): " + escape(", ".join(map(str, self.windows))) + "</p>")
+        if self.grown_types:
+            out.append("<p>new gc-tracked objects kept per call:</p>"
+                       + table(("type", "per call"), [(escape(n), escape(_fmt(c))) for n, c in self.grown_types]))
+        if self.grown_objects:
+            out.append("<p>objects whose refcount grew:</p>" + table(("object", "address", "per call"), [
+                (escape(f"{g.type_name}: {g.repr}"), f"0x{g.addr:x}", escape(_fmt(g.growth_per_call)))
+                for g in self.grown_objects]))
+        if self.sites:
+            head = ("where", "bytes per call", "blocks per call")
+            out.append("<p>top allocation sites (tracemalloc):</p>" + table(head, [
+                (escape(s.location), escape(_fmt(s.nbytes_per_call)), escape(_fmt(s.blocks_per_call)))
+                for s in self.sites]))
+        if self.notes:
+            out.append("<ul>" + "".join(f"<li>note: {escape(n)}</li>" for n in self.notes) + "</ul>")
+        return "".join(out) + "</div>"
 
 
 def _fmt(x: float) -> str:

@@ -1,9 +1,19 @@
 """Memory diagrams: an object's fields as boxes, its pointers as arrows to their targets, as SVG.
 
-``diagram(obj)`` walks ``ob_type``, tuple and list items and dict values breadth-first (capped by
+``diagram(obj)`` walks tuple and list items, dict values and ``ob_type`` breadth-first (capped by
 depth, items per container and total boxes, each object drawn once: cycles and shared objects get
 one box and several arrows) and returns a :class:`Diagram` of plain records: addresses and text,
-never the objects themselves. ``Diagram.to_svg()`` renders it; Jupyter shows it via ``_repr_svg_``.
+never the objects themselves. ``Diagram.to_svg()`` renders it; Jupyter shows it via ``_repr_svg_``;
+``print(d)`` writes it as text, while ``repr(d)`` stays one line.
+
+Type boxes: by default only the root object's type gets a box (``types="root"``): the lesson that
+``ob_type`` is a pointer to a type object is drawn once, and the other objects' types, which their
+titles name already ("int at 0x…"), stay text in their ``ob_type`` rows instead of a box each with a
+long arrow. ``types="all"`` draws every type, ``types="none"`` none.
+
+Counts that need a word get one under ``ob_refcnt``: immortal objects (3.12+), interpreter-wide
+shared objects (small ints, None, one-character strings, ...) and 3.11's static objects, whose count
+starts near a billion.
 
 >>> shared = b"hi"
 >>> d = diagram((shared, shared))
@@ -20,6 +30,7 @@ from collections import deque
 from dataclasses import dataclass
 from html import escape
 
+from pyguts import _compat
 from pyguts.objects import refs
 from pyguts.errors import LayoutMismatchError
 from pyguts.objects.explain import FieldInfo, explain
@@ -38,10 +49,21 @@ _CHAR_W, _ROW_H, _TITLE_H, _PAD = 7.3, 18, 22, 8  # px; 12px DejaVu Sans Mono is
 _COL_GAP, _BOX_GAP, _MARGIN = 110, 26, 20
 _PTR = MODELS["PyObject"].ob_type.size  # bytes per pointer
 _PREFER_VALUE = ("ob_sval", "data", "ob_digit", "ob_fval")  # tails whose value says more than a meaning
-_SIZE_FIELDS = ("ob_size", "ma_used", "length")
+_SIZE_FIELDS = ("ob_size", "ma_used", "length", "allocated")
+#: ``types=`` values: which objects' ``ob_type`` gets a box and an arrow.
+TYPE_CHOICES = ("root", "all", "none")
+#: Name of a row that explains the count above it (no offset: it is not memory).
+NOTE = "↳"
+#: 3.11 gives statically allocated objects (small ints, one-character strings, the empty tuple ...)
+#: this count at start-up, so that they are never freed (Include/internal/pycore_object.h,
+#: _PyObject_IMMORTAL_INIT); 3.12 made them immortal instead (PEP 683).
+STATIC_REFCNT_311 = 999_999_999
+#: A count from which a plain object's count gets a note saying where to look.
+_MANY_REFS = 10_000
 _short = reprlib.Repr()
 _short.maxstring = _short.maxother = 24
 _short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 3
+_SINGLETONS = (None, True, False, Ellipsis, NotImplemented)
 
 
 @dataclass(frozen=True)
@@ -103,6 +125,33 @@ class Diagram:
     def to_svg(self) -> str:
         return _svg(self)
 
+    def to_text(self) -> str:
+        """Every box as lines of text: its title, then offset, field, value and where a pointer leads.
+
+        >>> print(diagram(b"hi", depth=0).to_text().splitlines()[0].split(" at ")[0])
+        bytes
+        """
+        titles = {b.addr: b.title for b in self.boxes}
+        lines: list[str] = []
+        for b in self.boxes:
+            lines.append(b.title)
+            width = max([len(r.name) for r in b.rows] + [0])
+            for r in b.rows:
+                offset = "" if r.offset is None else str(r.offset)
+                to = f"  -> {titles[r.target]}" if r.target in titles else ""
+                lines.append(f"  {offset:>4}  {r.name:<{width}}  {r.value}{to}".rstrip())
+            lines.append("")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def __repr__(self) -> str:
+        """One line, whatever the size: a plain REPL must not print every box (``print(d)`` does)."""
+        root = next((b.title for b in self.boxes if b.addr == self.root), f"{self.root:#x}")
+        return (f"<Diagram of {root}: {len(self.boxes)} boxes, {len(self.arrows)} arrows; "
+                "print() it for the text, .to_svg() for the picture>")
+
     def _repr_svg_(self) -> str:
         return self.to_svg()
 
@@ -128,20 +177,53 @@ def _value_text(f: FieldInfo) -> str:
     return _cut(f.meaning or repr(f.value))
 
 
-def _refcnt(obj: object, hold: int) -> tuple[int, str]:
-    """(count as the caller sees it, text) given how many references the walk itself holds."""
+def _refcnt(obj: object, hold: int) -> tuple[int, str, list[str]]:
+    """(count as the caller sees it, text, notes that explain it) given how many references the walk holds."""
     if refs.is_immortal(obj):
         count = refs.refcount(obj)
-        return count, f"immortal ({count:#x})"
+        return count, f"immortal ({count:#x})", _count_notes(obj, count, True)
     count = refs.refcount(obj) - refs.held_by_call(sys._getframe(), obj) - hold
-    return count, f"{count} reference{'s' if count != 1 else ''}"
+    return count, f"{count} reference{'s' if count != 1 else ''}", _count_notes(obj, count, False)
+
+
+def _shared_as(obj: object) -> str | None:
+    """The kind of interpreter-wide shared object ``obj`` is (one object that every user of the value
+    gets: "small int", "singleton", ...), or None. Checked by identity with the cached object, since
+    an equal value can be a separate object (an int subclass, a str built in place)."""
+    tp = type(obj)
+    if any(obj is s for s in _SINGLETONS):
+        return "singleton"
+    if tp is int and obj in _compat.SMALL_INTS and obj is obj + 0:  # arithmetic returns the cached one
+        return "small int"
+    if tp is str and len(obj) == 1 and ord(obj) < 256 and obj is chr(ord(obj)):
+        return "one-character str"
+    if tp is bytes and len(obj) == 1 and obj is bytes([obj[0]]):  # (bytes((n,)) makes a new one)
+        return "one-byte bytes"
+    if tp in (str, bytes, tuple) and len(obj) == 0 and obj is tp():
+        return f"empty {tp.__name__}"
+    return None
+
+
+def _count_notes(obj: object, count: int, immortal: bool) -> list[str]:
+    """Why a count is what it is, where a reader would ask: immortal, shared, 3.11 static, many holders."""
+    shared = _shared_as(obj)
+    if immortal:
+        return [f"immortal (3.12+): {f'shared {shared}, ' if shared else ''}its count never changes"]
+    notes = [f"shared {shared}: counted by everything that uses it"] if shared else []
+    if _compat.VERSION == (3, 11) and count >= STATIC_REFCNT_311:
+        notes.append(f"3.11 static object: starts at {STATIC_REFCNT_311:,}, so {count - STATIC_REFCNT_311:,} "
+                     "are real")
+    elif not notes and count >= _MANY_REFS:
+        notes.append("held by many: pyguts.referrers(obj) lists the containers")
+    return notes
 
 
 class _Walk:
     """Breadth-first walk; holds each object only while it waits in the queue or is drawn."""
 
-    def __init__(self, depth: int, max_items: int, max_boxes: int, holds: tuple[int, int]):
+    def __init__(self, depth: int, max_items: int, max_boxes: int, holds: tuple[int, int], types: str):
         self.depth, self.max_items, self.max_boxes, self.holds = depth, max_items, max_boxes, holds
+        self.types = types
         self.boxes: dict[int, Box] = {}
         self.arrows: list[Arrow] = []
         self.queue: deque = deque()
@@ -171,7 +253,7 @@ class _Walk:
             del obj
 
     def draw(self, obj: object, depth: int, column: int) -> None:
-        count, count_text = _refcnt(obj, self.holds[depth > 0])
+        count, count_text, notes = _refcnt(obj, self.holds[depth > 0])
         addr, tp, is_type = id(obj), type(obj), isinstance(obj, type)
         rows: list[Row] = []
         try:
@@ -187,30 +269,38 @@ class _Walk:
             if is_type and f.name not in TYPE_FIELDS:
                 continue
             row = Row(f.offset, f.size, f.name, count_text if f.name == "ob_refcnt" else _value_text(f))
-            if f.name == "ob_type":
+            if f.name == "ob_type" and (self.types == "all" or self.types == "root" and depth == 0):
                 row = self.point(addr, rows, Row(f.offset, f.size, f.name, repr(tp), None, "type"),
                                  tp, depth + 1, column + 1)
+            elif f.name == "ob_type":  # folded: the title names the type; the row keeps the pointer
+                row = Row(f.offset, f.size, f.name, _cut(f"type {tp.__name__} at {id(tp):#x}"))
             elif f.name == "ob_item" and isinstance(obj, tuple):
                 rows.extend(self.items(addr, rows, f.offset, obj, tuple.__getitem__, depth, column + 1))
                 continue
             elif f.name == "ob_item" and isinstance(obj, list) and f.value and len(obj):
                 parts.append((len(rows), f.value, "list"))
+            elif f.name == "allocated" and parts and parts[-1][2] == "list":
+                parts[-1] = (*parts[-1][:3], f.value)  # the item array's capacity, for its box
             elif f.name == "ma_keys" and isinstance(obj, dict) and f.value and len(obj):
                 parts.append((len(rows), f.value, "dict"))
             rows.append(row)
+            if f.name in ("ob_refcnt", "ob_ref_shared"):
+                rows.extend(Row(None, None, NOTE, note) for note in notes)
+                notes = []
         if is_type and fields:
-            rows.append(Row(None, None, "…", f"{len(fields) - len(rows)} more fields"))
+            shown = sum(r.offset is not None for r in rows)
+            rows.append(Row(None, None, "…", f"{len(fields) - shown} more fields"))
         kind = "type" if is_type else "object"
         name = obj.__name__ if is_type else tp.__name__
         title = f"type {name} at {addr:#x}" if is_type else f"{name} at {addr:#x}"
-        for index, part_addr, what in parts:
+        for index, part_addr, what, *capacity in parts:
             if depth >= self.depth or part_addr in self.planned or self.full():
                 continue  # items would not be drawn, or shared keys already drawn for another dict
             self.planned[part_addr] = len(self.planned)
             self.arrows.append(Arrow(addr, index, part_addr, "buffer"))
             old = rows[index]
             rows[index] = Row(old.offset, old.size, old.name, old.value, part_addr, "buffer")
-            self.part(obj, part_addr, what, depth, column + 1)
+            self.part(obj, part_addr, what, depth, column + 1, *capacity)
         self.boxes[addr] = Box(addr, tp.__name__, title, kind, depth, column, count, tuple(rows))
 
     def items(self, src: int, rows: list[Row], offset: int, obj, getitem, depth: int, column: int) -> list[Row]:
@@ -229,11 +319,18 @@ class _Walk:
             out.append(Row(None, None, "…", f"{n - self.max_items} more"))
         return out
 
-    def part(self, owner, addr: int, what: str, depth: int, column: int) -> None:
-        """The box of a separately allocated block: a list's item array or a dict's entries."""
+    def part(self, owner, addr: int, what: str, depth: int, column: int, capacity: int | None = None) -> None:
+        """The box of a separately allocated block: a list's item array (``capacity`` slots: the
+        list's ``allocated``, of which ``len`` are used) or a dict's entries."""
         if what == "list":
+            n = len(owner)
             rows = self.items(addr, None, 0, owner, list.__getitem__, depth, column + 1)
-            title = f"PyObject *[{len(owner)}] at {addr:#x}"
+            capacity = n if capacity is None else capacity
+            if capacity > n:  # over-allocated so that appends are amortised O(1)
+                rows.append(Row(_PTR * n, _PTR * (capacity - n), f"[{n}:{capacity}]",
+                                f"{capacity - n} spare slot{'s' if capacity - n != 1 else ''} (len {n}, "
+                                f"allocated {capacity})"))
+            title = f"PyObject *[{capacity}] at {addr:#x}"
         else:
             rows = []
             for key, value in list(itertools.islice(dict.items(owner), self.max_items)):
@@ -246,13 +343,16 @@ class _Walk:
         self.boxes[addr] = Box(addr, "", title, "part", depth, column, None, tuple(rows))
 
 
-def diagram(obj: object, *, depth: int = 2, max_items: int = 8, max_boxes: int = 40) -> Diagram:
+def diagram(obj: object, *, depth: int = 2, max_items: int = 8, max_boxes: int = 40,
+            types: str = "root") -> Diagram:
     """The memory of ``obj`` as boxes and arrows, following pointers up to ``depth`` hops.
 
     Each box holds its fields (offset, size, name, decoded value, via :func:`pyguts.explain`);
-    ``ob_type`` points to a summary box of the type, tuple/list items and dict values to their
-    objects' boxes. Containers show at most ``max_items`` items; at most ``max_boxes`` boxes.
-    The diagram holds addresses and text only: it keeps nothing alive and changes no count.
+    tuple/list items and dict values point to their objects' boxes, ``ob_type`` to a summary box
+    of the type: the root object's only by default, every object's with ``types="all"``, none with
+    ``types="none"`` (a folded type is named in the object's title and its ``ob_type`` row).
+    Containers show at most ``max_items`` items; at most ``max_boxes`` boxes. The diagram holds
+    addresses and text only: it keeps nothing alive and changes no count.
 
     >>> d = diagram(b"Hello, world!")
     >>> [r.name for r in d.box(d.root).rows][-4:]
@@ -265,8 +365,11 @@ def diagram(obj: object, *, depth: int = 2, max_items: int = 8, max_boxes: int =
     if depth < 0 or max_items < 0 or max_boxes < 1:
         raise ValueError(f"depth and max_items must be >= 0 and max_boxes >= 1, got depth={depth}, "
                          f"max_items={max_items}, max_boxes={max_boxes}; pass e.g. depth=2, max_items=8")
+    if types not in TYPE_CHOICES:
+        raise ValueError(f"types must be one of {TYPE_CHOICES} (which objects' types get a box), got {types!r}")
     # The root is also held by this call's argument, when the caller passed an owned reference.
-    walk = _Walk(depth, max_items, max_boxes, (_HOLDS[0] + refs.held_by_call(sys._getframe(), obj), _HOLDS[1]))
+    walk = _Walk(depth, max_items, max_boxes, (_HOLDS[0] + refs.held_by_call(sys._getframe(), obj), _HOLDS[1]),
+                 types)
     walk.run(obj)
     boxes = tuple(sorted(walk.boxes.values(), key=lambda b: walk.planned[b.addr]))
     return Diagram(id(obj), boxes, tuple(walk.arrows))
@@ -365,4 +468,5 @@ _HOLDS = (0, 0)
 _HOLDS = _calibrate()
 
 
-__all__ = ["ARROW_COLOURS", "BOX_FILLS", "TITLE_FILL", "TYPE_FIELDS", "Arrow", "Box", "Diagram", "Row", "diagram"]
+__all__ = ["ARROW_COLOURS", "BOX_FILLS", "NOTE", "STATIC_REFCNT_311", "TITLE_FILL", "TYPE_CHOICES", "TYPE_FIELDS",
+           "Arrow", "Box", "Diagram", "Row", "diagram"]

@@ -6,7 +6,8 @@ and the type swap that used to kill the kernel, now refused, then forced in a ch
 shown as data. Each section exists once, as a script in the repository's ``examples/``
 (installed as ``pyguts.tour.examples``); a step runs its script in this process and the script
 prints what it did and found. A step whose tools are missing says why and what to install, and
-the tour goes on.
+the tour goes on. In Jupyter, :func:`kernel_install_command` installs a kernel in which jemalloc
+loads (without it the jemalloc section says so and goes on with another allocator).
 
 >>> [step.name for step in STEPS][:3]
 ['c_kernel', 'gsl', 'cpp']
@@ -16,8 +17,10 @@ the tour goes on.
 
 from __future__ import annotations
 
+from pyguts.tour.kernel import kernel_install_command, static_tls_hint
 from pyguts.tour.neighbours import surrounded_bytes
 from pyguts.tour.steps import STEPS, Step, examples_folder, run
 from pyguts.tour.unavailable import StepUnavailable, skip
 
-__all__ = ["STEPS", "Step", "StepUnavailable", "examples_folder", "run", "skip", "surrounded_bytes"]
+__all__ = ["STEPS", "Step", "StepUnavailable", "examples_folder", "kernel_install_command", "run", "skip",
+           "static_tls_hint", "surrounded_bytes"]

@@ -53,7 +53,8 @@ def _kept_process() -> Iterator[None]:
 
     Standalone, 07_jemalloc.py restarts itself once with GLIBC_TUNABLES set. Inside the tour that
     would replace the caller (``pyguts tour`` has set it up already; a program calling :func:`run`
-    has not): mark the restart as done, so jemalloc is reported unavailable with its fix instead.
+    has not): mark the restart as done, so the step says why jemalloc cannot load, with the fix, and
+    goes on with another allocator instead.
     """
     from pyguts.alloc.registry import REEXEC_MARK
 

@@ -23,7 +23,7 @@ from pyguts import _compat, leaks
 HERE = pathlib.Path(__file__).resolve().parent
 SOURCE = HERE / "leakcorpus.c"
 
-pytestmark = pytest.mark.every_python
+pytestmark = [pytest.mark.every_python, pytest.mark.usefixtures("cpu_hog")]   # the other core kept busy
 
 
 def build_leakcorpus(dest: pathlib.Path) -> pathlib.Path:

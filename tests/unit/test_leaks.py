@@ -13,7 +13,8 @@ import pytest
 from pyguts import leaks
 from pyguts.leaks.report import CLEAN, LEAK, UNDECIDED, AllocationSite, GrownObject, LeakReport, Signal
 
-pytestmark = pytest.mark.every_python   # refcount semantics differ by version (immortal objects from 3.12)
+# refcount semantics differ by version (immortal objects from 3.12); the other core is kept busy
+pytestmark = [pytest.mark.every_python, pytest.mark.usefixtures("cpu_hog")]
 
 KEPT: list = []
 

@@ -52,7 +52,10 @@ MARKERS = (
     "filter_fn(evidence): True when a piece of evidence counts (the test passes when none does); "
     "check=False: leave the test unchecked, also under --pyguts-leaks",
     "isolated(timeout=None): run the test body in a forked child with pyguts.isolate; a crash, exit "
-    "or timeout (seconds) becomes an ordinary failure showing the child's faulthandler traceback",
+    "or timeout (seconds) becomes an ordinary failure showing the child's faulthandler traceback "
+    "(also spelled pyguts_isolated, which is pyguts' even where pytest-isolated owns 'isolated')",
+    "pyguts_isolated(timeout=None): pyguts' isolated marker under a name no other plugin uses",
+    "pyguts_crashes(*signals, timeout=None): pyguts' crashes marker under a name no other plugin uses",
     "crashes(*signals, timeout=None): the test body runs in a forked child and must die with one of "
     "these signals (names like 'SIGSEGV' or numbers; SIGSEGV when none is given); it fails if the "
     "body returns, raises or dies otherwise, showing what happened",
@@ -152,9 +155,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+#: The pytest11 name of the published pytest-isolated plugin, whose marker is also called "isolated".
+OTHER_ISOLATED_PLUGIN = "isolated"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    if _isolated_is_taken(config) and any(item.get_closest_marker("isolated") for item in items):
+        config.issue_config_time_warning(pytest.PytestConfigWarning(
+            "pytest-isolated is installed and @pytest.mark.isolated is its marker here, so pyguts leaves "
+            "it alone; for pyguts' forked isolation write @pytest.mark.pyguts_isolated"), stacklevel=2)
+
+
+def _isolated_is_taken(config: pytest.Config) -> bool:
+    return config.pluginmanager.has_plugin(OTHER_ISOLATED_PLUGIN)
+
+
 def _plan_for(item: pytest.Item) -> _Plan | None:
-    crashes = item.get_closest_marker("crashes")
-    isolated = item.get_closest_marker("isolated")
+    crashes = item.get_closest_marker("pyguts_crashes") or item.get_closest_marker("crashes")
+    isolated = item.get_closest_marker("pyguts_isolated")
+    if isolated is None and not _isolated_is_taken(item.config):
+        isolated = item.get_closest_marker("isolated")
     if crashes is not None:
         return _Plan(_timeout_of(crashes, isolated), _expected_signals(crashes.args or ("SIGSEGV",)))
     if isolated is not None:
@@ -168,7 +188,7 @@ def _timeout_of(*marks: Any) -> float | None:
     for mark in marks:
         if mark is not None and mark.kwargs.get("timeout") is not None:
             return float(mark.kwargs["timeout"])
-        if mark is not None and mark.name == "isolated" and mark.args:
+        if mark is not None and mark.name in ("isolated", "pyguts_isolated") and mark.args:
             return float(mark.args[0])
     return None
 

@@ -200,3 +200,37 @@ def test_same_interpreter():
     assert sys.executable == %r
 """ % sys.executable)
     result.assert_outcomes(passed=1)
+
+
+def test_namespaced_markers_fork_and_expect_crashes_too(pytester):
+    result = _run(pytester, """
+import ctypes
+
+@pytest.mark.pyguts_isolated(timeout=30)
+def test_marked():
+    assert os.getpid() != %d
+
+@pytest.mark.pyguts_crashes("SIGSEGV")
+def test_null_read():
+    ctypes.string_at(0)
+""" % os.getpid())
+    result.assert_outcomes(passed=2)
+
+
+def test_where_pytest_isolated_owns_isolated_pyguts_leaves_it_and_says_so(pytester):
+    # A plugin registered under pytest-isolated's pytest11 name, as installing pytest-isolated does.
+    pytester.makeconftest("""
+def pytest_configure(config):
+    config.pluginmanager.register(object(), "isolated")
+""")
+    result = _run(pytester, """
+@pytest.mark.isolated
+def test_theirs():
+    assert os.getpid() == %d   # not forked by pyguts
+
+@pytest.mark.pyguts_isolated
+def test_ours():
+    assert os.getpid() != %d
+""" % (os.getpid(), os.getpid()))
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*pytest-isolated is installed*write @pytest.mark.pyguts_isolated*"])

@@ -20,6 +20,8 @@ PYENV_ROOT := $(shell pyenv root 2>/dev/null)
 OTHER_PYTHONS := $(filter-out %/$(DEFAULT_VERSION)/bin/python,\
                    $(wildcard $(PYENV_ROOT)/versions/3.1[0123].*/bin/python))
 PIP := pip --disable-pip-version-check --quiet
+# The distribution was called pyguts before cpython-guts: a venv from then keeps a second editable entry.
+UNINSTALL_OLD := $(PIP) uninstall -y pyguts >/dev/null 2>&1 || true
 
 .PHONY: tour test test-default test-versions test-current test-forked bench setup system clean
 
@@ -36,7 +38,7 @@ test-versions: $(BIN)/.installed
 	  ver=$$(basename $$(dirname $$(dirname $$py))); venv=$(VENVS)/$$ver; \
 	  if [ ! -f $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
 	    echo "== set-up for CPython $$ver"; \
-	    $$py -m venv $$venv && $$venv/bin/$(PIP) install -e '.[test]' && touch $$venv/.installed; \
+	    $$py -m venv $$venv && $$venv/bin/$(UNINSTALL_OLD) && $$venv/bin/$(PIP) install -e '.[test]' && touch $$venv/.installed; \
 	  fi; \
 	  echo "== version-sensitive tests (-m every_python) on CPython $$ver"; \
 	  $$venv/bin/python -m pytest -q -m every_python tests || exit $$?; \
@@ -59,11 +61,13 @@ setup: $(BIN)/.installed
 
 $(FORKED_VENV)/.installed: pyproject.toml $(STAMPS)/system
 	test -x $(FORKED_VENV)/bin/python || $(PYTHON) -m venv $(FORKED_VENV)
+	$(FORKED_VENV)/bin/$(UNINSTALL_OLD)
 	$(FORKED_VENV)/bin/$(PIP) install -e '.[test]' $(FORKED_PINS)
 	touch $@
 
 $(BIN)/.installed: pyproject.toml $(STAMPS)/system
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/$(UNINSTALL_OLD)
 	$(BIN)/$(PIP) install -e '.[test,nvrtc]'
 	touch $@
 

@@ -5,7 +5,7 @@ Each ``.cu`` in gpu_kernels/ runs three ways: on the GPU through CuPy (``pyguts.
 (``pyguts.device.cpu_reference``: g++ with a small CUDA shim, OpenMP threads as the block), and
 compiled to PTX by nvcc (``pyguts.device.ptx``), which needs no GPU. It prints which path ran.
 
-Run: python examples/05_cuda.py   (GPU path: pip install pyguts[gpu] on a machine with a GPU)
+Run: python examples/05_cuda.py   (GPU path: pip install "cpython-guts[gpu]" on a machine with a GPU)
 """
 
 import numpy as np

@@ -9,32 +9,56 @@ else 0, even with extras missing; ``--strict`` also exits 1 when anything is mis
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import dataclasses
 import json
+import typing
 
-from pyguts import doctor
+if typing.TYPE_CHECKING:
+    from pyguts import doctor
 
+#: The allocators section loads jemalloc, which needs GLIBC_TUNABLES from start-up (pyguts.cli).
+NEEDS_STATIC_TLS = True
 _LABEL = {"ok": "ok", "missing": "MISSING", "broken": "BROKEN", "info": "info"}
+
+
+class _Sections(collections.abc.Sequence):
+    """pyguts.doctor.SECTIONS, imported only once argparse looks at them: pyguts.doctor loads numpy and
+    the device probes, which ``pyguts --help`` and the other commands do not need. (No ``%(choices)s``
+    in the help: argparse 3.14 expands help strings when an argument is added.)"""
+
+    def __getitem__(self, index):
+        from pyguts import doctor
+
+        return doctor.SECTIONS[index]
+
+    def __len__(self) -> int:
+        from pyguts import doctor
+
+        return len(doctor.SECTIONS)
 
 
 def register(sub) -> argparse.ArgumentParser:
     parser = sub.add_parser(
         "doctor", help="check the interpreter and layout, compilers, allocators, GSL, GPU tooling and fork",
-        description="Check every component pyguts uses (core, compilers, allocators and the jemalloc "
-                    "TLS fix, GSL/Cython/cppyy, numba/CuPy/driver/device, fork isolation) and say "
+        description="Check every component pyguts uses, by section: core (interpreter, layout, numpy's "
+                    "handler API), compilers, allocators (and the jemalloc TLS fix), libraries (GSL, "
+                    "Cython, cppyy), gpu (numba, CuPy, driver, device) and isolation (fork), and say "
                     "what to do about anything missing. Exit status 1 only when the core is broken "
                     "(layout mismatch, numpy handler API missing), unless --strict.")
     parser.add_argument("--json", action="store_true",
                         help="print the checks as a JSON list of {section, name, status, found, fix, ...}")
     parser.add_argument("--strict", action="store_true",
                         help="also exit 1 if anything is missing or broken (default: only a broken core)")
-    parser.add_argument("--section", action="append", choices=doctor.SECTIONS,
-                        help="check only this section (repeatable; default: all)")
+    parser.add_argument("--section", action="append", choices=_Sections(), metavar="SECTION",
+                        help="check only this section, one of those named above (repeatable; default: all)")
     return parser
 
 
 def render(found: list[doctor.Check]) -> str:
     """The human table: a header per section, one row per check, "-> fix" under what is not ok."""
+    from pyguts import doctor
+
     width = max(len(c.name) for c in found)
     lines, section = [], None
     for c in found:
@@ -49,6 +73,8 @@ def render(found: list[doctor.Check]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pyguts import doctor
+
     found = doctor.checks(tuple(args.section) if args.section else doctor.SECTIONS)
     if args.json:
         print(json.dumps([dataclasses.asdict(c) for c in found], indent=2, default=str))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+#: The jemalloc step loads jemalloc, which needs GLIBC_TUNABLES from start-up (pyguts.cli).
+NEEDS_STATIC_TLS = True
+
 
 def register(sub) -> argparse.ArgumentParser:
     from pyguts.tour import STEPS

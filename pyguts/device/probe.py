@@ -25,8 +25,8 @@ ATTR_CC_MAJOR, ATTR_CC_MINOR = 75, 76
 NVCC_FALLBACKS = ("/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc")
 
 FIX_DRIVER = "install the NVIDIA driver (it provides libcuda.so.1) on a machine with an NVIDIA GPU"
-FIX_CUPY = ("pip install 'pyguts[gpu]' (CuPy for CUDA 12) or 'pyguts[gpu-cuda13]' (CUDA 13); the "
-            "two CuPy wheels conflict, install one")
+FIX_CUPY = ("pip install cupy-cuda12x (CUDA 12) or cupy-cuda13x (CUDA 13), what the extras "
+            "cpython-guts[gpu] and cpython-guts[gpu-cuda13] install; the two CuPy wheels conflict, install one")
 FIX_NVCC = "install the CUDA toolkit (nvcc) or put its bin/ on PATH"
 
 

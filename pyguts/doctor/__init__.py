@@ -41,7 +41,7 @@ STATUSES = ("ok", "missing", "broken", "info")
 
 FIX_REPORT_LAYOUT = ("do not read or write object memory with pyguts on this interpreter; report the "
                      "build (python -VV and the message) so its layout rows can be added")
-FIX_NUMBA = "pip install numba (or pyguts' [numba] extra): the tour's numba step and numba.cuda kernels use it"
+FIX_NUMBA = "pip install numba (the cpython-guts[numba] extra): the tour's numba step and numba.cuda kernels use it"
 FIX_NUMPY = "pip install --upgrade 'numpy>=1.22' (NEP 49 handlers need numpy 1.22 or later)"
 FIX_GSL = "apt-get install libgsl-dev (or your system's GSL package)"
 #: The PTX target checked, the oldest that CUDA 13 and the tour's kernels still build for.

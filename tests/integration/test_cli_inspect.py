@@ -41,12 +41,47 @@ def test_inspect_json(capsys):
     record = json.loads(capsys.readouterr().out)
     assert record["model"] == "PyTupleObject"
     names = [f["name"] for f in record["fields"]]
-    assert names[:3] == ["ob_refcnt", "ob_type", "ob_size"] and names[-1] == "ob_item"
+    # 3.14 splits the refcount word (ob_overflow, ob_flags) and caches the hash (ob_hash)
+    assert names[0] == "ob_refcnt" and names[-1] == "ob_item"
+    assert names.index("ob_type") < names.index("ob_size") < names.index("ob_item")
 
 
-def test_inspect_bad_expression_exits_2(capsys):
+def test_inspect_bad_expression_exits_2_saying_so_on_stderr(capsys):
     assert main(["inspect", "1 +"]) == 2
-    assert "cannot evaluate" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("pyguts inspect: cannot evaluate '1 +': SyntaxError")
+
+
+def test_inspect_json_of_a_bad_expression_is_still_json(capsys):
+    assert main(["inspect", "--json", "undefined_name"]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"error": captured.err.strip().removeprefix("pyguts inspect: ")}
+    assert "NameError" in captured.err
+
+
+def test_inspect_evaluates_with_numpy_as_np_and_pyguts(capsys):
+    assert main(["inspect", "np.arange(3)"]) == 0
+    assert "<class 'numpy.ndarray'>" in capsys.readouterr().out
+    assert main(["inspect", "--json", "(numpy.float64(1), pyguts.refcount)"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "PyTupleObject"
+
+
+def test_inspect_help_names_what_the_expression_can_use(capsys):
+    with pytest.raises(SystemExit):
+        main(["inspect", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "np (numpy), numpy (numpy), pyguts (pyguts)" in text and "builtins" in text
+
+
+@pytest.mark.parametrize("expr", ["float('nan')", "float('-inf')", "[1.5, 'two', None]"])
+def test_inspect_json_is_strict_json(capsys, expr):
+    assert main(["inspect", "--json", expr]) == 0
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    record = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert record["fields"][0]["name"] == "ob_refcnt"
 
 
 def test_no_command_is_a_usage_error(capsys):
@@ -82,10 +117,21 @@ def test_inspect_svg_writes_a_diagram_and_still_prints_the_table(capsys, tmp_pat
 def test_inspect_svg_with_json_keeps_stdout_json(capsys, tmp_path):
     assert main(["inspect", "--json", "b'ab'", "--svg", str(tmp_path / "d.svg")]) == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out)["model"] == "PyBytesObject" and "wrote a memory diagram" in captured.err
+    record = json.loads(captured.out)
+    assert record["model"] == "PyBytesObject" and "wrote a memory diagram" in captured.err
+    assert record["svg"]["path"] == str(tmp_path / "d.svg") and record["svg"]["boxes"] >= 2
     assert (tmp_path / "d.svg").read_text(encoding="utf-8").startswith("<svg")
 
 
 def test_inspect_svg_to_an_unwritable_path_exits_2(capsys, tmp_path):
     assert main(["inspect", "1", "--svg", str(tmp_path / "missing" / "d.svg")]) == 2
-    assert "cannot write the diagram" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "ob_refcnt" in captured.out and "cannot write the diagram" in captured.err
+
+
+def test_inspect_json_with_an_unwritable_svg_path_carries_the_error(capsys, tmp_path):
+    assert main(["inspect", "--json", "b'ab'", "--svg", str(tmp_path / "missing" / "d.svg")]) == 2
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert record["model"] == "PyBytesObject" and record["error"].startswith("cannot write the diagram")
+    assert "svg" not in record and "cannot write the diagram" in captured.err

@@ -69,8 +69,9 @@ def ensure_static_tls() -> None:
     if not would_reexec() or "ipykernel" in sys.modules:
         return
     env = dict(static_tls_environ(), **{REEXEC_MARK: "1"})
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:   # None when the process started with that descriptor closed
+            stream.flush()
     try:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
     except OSError:  # cannot restart: carry on; loading jemalloc will then say how to fix it

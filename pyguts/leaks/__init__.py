@@ -32,6 +32,7 @@ from __future__ import annotations
 import array
 import gc
 import itertools
+import random
 import statistics
 import sys
 import time
@@ -75,6 +76,10 @@ FLOORS = {"blocks": 2, "malloc_nbytes": 64 << 10, "rss_nbytes": 1 << 20}
 #: accounting) and a debug build's total refcount (extensions built for a release interpreter, numpy's
 #: wheel among them, change counts without updating it: 13 references "per call" for a numpy sum).
 SUPPORTING = ("rss_nbytes", "totalrefs")
+#: Windows and confirmation parts are lengthened by a pseudo-random 0-50 %, the same sequence every
+#: check: with lengths that only double, a cache cleared every P calls looks like a steady slope
+#: (the boundaries' phase modulo P doubles with them, and advances evenly over equal parts).
+JITTER_SEED = 15
 #: Parts of the confirmation of a leak (twice the last window's calls), each ended by a full collection.
 CONFIRM_PARTS = 8
 #: Windows without calls that measure the check's own per-window overhead (subtracted from every window).
@@ -196,6 +201,7 @@ class _Session:
         self.states: dict[str, str] = {}      # signal name -> LEAK, CLEAN or UNDECIDED
         self.slots: list = [None] * (_FILL_KINDS * FREELIST_FILL)   # see _fill_freelists
         self.at_budget = False
+        self.jitter = random.Random(JITTER_SEED)   # window lengths: see JITTER_SEED
         self.interrupted = False
         self.leaked_windows = 0                # consecutive windows that ended with a leaking signal
         self.not_confirmed: list = []          # leaking signals whose growth the confirmation did not show
@@ -249,12 +255,13 @@ class _Session:
         try:
             while True:
                 t0 = time.perf_counter_ns()
-                raw = self._round(k, self.sweeping)
-                self._record(k, raw)
+                w = k + self.jitter.randrange(k // 2 + 1)
+                raw = self._round(w, self.sweeping)
+                self._record(w, raw)
                 del raw
-                self.call_ns = max(1, (time.perf_counter_ns() - t0) // k)
+                self.call_ns = max(1, (time.perf_counter_ns() - t0) // w)
                 k *= 2
-                self.at_budget = time.perf_counter_ns() + k * self.call_ns > self.deadline_ns
+                self.at_budget = time.perf_counter_ns() + 3 * k // 2 * self.call_ns > self.deadline_ns
                 self._update_states()
                 if self._done() and not self.sweeping and not self.at_budget and self.leaked_windows == 0:
                     # Every other signal settled clean: did any live object's refcount grow since the
@@ -285,36 +292,40 @@ class _Session:
         self._update_states()
 
     def _confirm(self) -> None:
-        """Twice the last window's calls more, in CONFIRM_PARTS parts each ended by a full collection:
-        a leak raises the lowest level of each leaking signal from the first half of the parts to the
-        second by about its slope. Growth a cache clears every so often does not (when windows double,
-        a cache cleared every 100 calls can look like a steady slope: the boundaries' phase doubles
-        too), nor growth only a full collection frees (a class made per call)."""
+        """About twice the last window's calls more, in CONFIRM_PARTS parts of jittered lengths, each
+        ended by a full collection: a leak raises the lowest level of each leaking signal from the
+        first half of the parts to the second by about its slope, and never falls between parts.
+        Growth a cache clears every so often falls at some part (or, aliasing with windows that
+        doubled, only looked steady), and growth a full collection frees (a class made per call)
+        does not rise at all."""
         names = [name for name, state in self.states.items() if state == LEAK and name not in SUPPORTING]
-        fn, args, kwargs, slots = self.fn, self.args, self.kwargs, self.slots
+        fn, args, kwargs, slots, jitter = self.fn, self.args, self.kwargs, self.slots, self.jitter
         # Twice the last window, unless that overruns the budget by more than half of it: then fewer
         # calls, and a leak they cannot confirm is undecided rather than clean.
         budget_ns = self.deadline_ns - self.started_ns
-        affordable = (self.deadline_ns + budget_ns // 2 - time.perf_counter_ns()) // self.call_ns
+        affordable = (self.deadline_ns + budget_ns // 2 - time.perf_counter_ns()) // (3 * self.call_ns // 2 or 1)
         total = max(CONFIRM_PARTS, min(2 * self.windows[-1], affordable))
         short = total < 2 * self.windows[-1]
         part = total // CONFIRM_PARTS
+        lengths = [part + jitter.randrange(part // 2 + 1) for _ in range(CONFIRM_PARTS)]
         levels = array.array("q", bytes(8 * CONFIRM_PARTS * len(names)))   # no int objects: no blocks
         for p in range(CONFIRM_PARTS):
-            for _ in itertools.repeat(None, part):
+            for _ in itertools.repeat(None, lengths[p]):
                 fn(*args, **kwargs)
             _clear_type_cache()   # names cached per lookup (4096 entries) are not the function's growth
             gc.collect()
             _fill_freelists(slots)
             self._levels(names, levels, p * len(names))
-        self.calls += part * CONFIRM_PARTS
+        self.calls += sum(lengths)
         half = CONFIRM_PARTS // 2
         for i, name in enumerate(names):
             own = levels[i::len(names)]
+            floor = FLOORS.get(name, 0)
             grown = min(own[half:]) - min(own[:half])
-            expected = self._tail_per_call(name) * part * half
-            if grown <= FLOORS.get(name, 0) or grown <= SLOPE_KEPT * expected:
-                self.states[name] = UNDECIDED if short else CLEAN
+            expected = self.series[name][-1] / self.windows[-1] * sum(lengths[half:])   # the last window's slope
+            fell = any(own[p] < own[p - 1] - floor for p in range(1, CONFIRM_PARTS))
+            if fell or grown <= floor or grown <= SLOPE_KEPT * expected:
+                self.states[name] = UNDECIDED if short and not fell else CLEAN
                 self.not_confirmed.append(name)
 
     def _levels(self, names: list, out: array.array, at: int) -> None:
@@ -587,8 +598,8 @@ class _Session:
                 notes.append(f"bounded growth of {high:g} {_UNITS.get(name, 'object')} ({name}), "
                              f"settled after {high_at} calls")
         if self.not_confirmed:
-            notes.append(f"{', '.join(self.not_confirmed[:4])} grew with the windows, but not from the lowest level "
-                         f"of one half of {CONFIRM_PARTS} fully collected parts to the next: a cache cleared "
+            notes.append(f"{', '.join(self.not_confirmed[:4])} grew with the windows, but over {CONFIRM_PARTS} more "
+                         f"fully collected parts fell back or did not rise by its slope: a cache cleared "
                          f"every so often, or cycles only gc.collect() frees; not a leak")
         if states.get("totalrefs") == LEAK and "reference" not in kinds:
             notes.append("the debug build's total refcount grew while no watched or swept object's did: a reference "

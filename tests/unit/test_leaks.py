@@ -59,7 +59,7 @@ def test_clean_function_is_clean_and_quick():
     report = leaks.check(sum, (1, 2, 3))
     assert not report.leaking and report.decided, str(report)
     assert report.kinds == () and report.grown_objects == () and report.sites == ()
-    assert report.windows[-1] == leaks.SETTLE_CALLS and "detection floor" in str(report)
+    assert report.windows[-1] >= leaks.SETTLE_CALLS and "detection floor" in str(report)
     assert report.elapsed_ms < 2000   # the 50 ms goal is measured by benchmarks/bench_leaks.py
 
 

@@ -180,7 +180,7 @@ def test_svg_names_every_field_and_target(tmp_path):
 
 
 def test_jupyter_displays_the_svg():
-    formatters = pytest.importorskip("IPython.core.formatters", reason="needs IPython (pip install "cpython-guts[test]")")
+    formatters = pytest.importorskip("IPython.core.formatters", reason="needs IPython (pip install 'cpython-guts[test]')")
     d = diagram(b"ab")
     data, _ = formatters.DisplayFormatter().format(d)
     assert data["image/svg+xml"] == d.to_svg()
@@ -281,7 +281,7 @@ def test_repr_is_one_short_line_and_str_is_the_whole_text():
 
 
 def test_plain_repl_and_ipython_show_the_short_repr():
-    pretty = pytest.importorskip("IPython.lib.pretty", reason="needs IPython (pip install "cpython-guts[test]")")
+    pretty = pytest.importorskip("IPython.lib.pretty", reason="needs IPython (pip install 'cpython-guts[test]')")
     d = diagram(list(range(300, 340)))
     assert pretty.pretty(d) == repr(d)
 

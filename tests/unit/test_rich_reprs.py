@@ -63,7 +63,7 @@ def test_leak_report_html_shows_verdict_kinds_signals_objects_and_notes():
 
 
 def test_leak_report_from_a_real_check_displays_in_jupyter():
-    formatters = pytest.importorskip("IPython.core.formatters", reason="needs IPython (pip install "cpython-guts[test]")")
+    formatters = pytest.importorskip("IPython.core.formatters", reason="needs IPython (pip install 'cpython-guts[test]')")
     kept = []
     thing = object()
     report = leaks.check(kept.append, thing)  # one more reference to thing per call

@@ -175,7 +175,9 @@ def test_growth_that_keeps_changing_ends_undecided_when_the_budget_runs_out():
 
     report = leaks.check(sometimes, budget=0.3)   # at most 255 measured calls: too few for a leak
     assert not report.leaking and not report.decided, str(report)
-    assert report.signal("gc:list").state == UNDECIDED, str(report)
+    # However few windows a loaded machine allows, none settles the growth and the report says why.
+    grown = report.signal("gc:list")
+    assert grown is None or grown.state == UNDECIDED, str(report)
     assert "undecided" in str(report) and "raise budget=" in str(report)
     assert report.elapsed_ms < 1000   # the budget ends it, not a fixed number of rounds
 

@@ -307,8 +307,12 @@ def _jemalloc_tls() -> tuple:
 # --- libraries -------------------------------------------------------------------------------------
 
 def _gsl() -> tuple:
+    import ctypes.util
+
     from pyguts import native
 
+    if ctypes.util.find_library("gsl") is None:
+        return "missing", "libgsl not found by the dynamic loader", FIX_GSL
     lib = native.load("gsl", "double gsl_sf_bessel_J0(double x);")
     value = lib.gsl_sf_bessel_J0(0.0)
     if value != 1.0:

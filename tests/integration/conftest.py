@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
+import needs  # tests/needs.py
 import pytest
 
 
 @pytest.fixture
 def require_allocator():
-    """Call with an allocator name: skips (needs_<name>) when it cannot load here — but fails when
-    the static-TLS fix is in the environment, since then jemalloc must load."""
-    import pyguts.alloc as alloc
-    from pyguts.errors import AllocatorUnavailable
-
-    def require(name: str) -> None:
-        try:
-            alloc.load(name)
-        except AllocatorUnavailable as exc:
-            if alloc.STATIC_TLS_TUNABLE in os.environ.get("GLIBC_TUNABLES", ""):
-                raise
-            pytest.skip(f"needs_{name}: {exc}")
-
-    return require
+    """Call with an allocator name: skips (``needs_<name>``) where its library is not installed here,
+    or (``needs_static_tls``) where Debian's jemalloc lacks the start-up fix; fails on anything else."""
+    return needs.load_allocator

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import ctypes.util
 import json
 import os
 import subprocess
 import sys
 
-import pytest
+import needs  # tests/needs.py
 
 from pyguts.alloc import STATIC_TLS_TUNABLE
 
-pytestmark = pytest.mark.skipif(ctypes.util.find_library("jemalloc") is None,
-                                reason="needs_jemalloc: libjemalloc2 is not installed")
+pytestmark = needs.library("jemalloc")
 
 _PROBE = """
 import json, sys

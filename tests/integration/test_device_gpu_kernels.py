@@ -213,11 +213,12 @@ def _libnvrtc():
     import importlib.util
     import pathlib
 
-    spec = importlib.util.find_spec("nvidia.cuda_nvrtc")
+    # find_spec of a submodule imports its parent: without any nvidia-* wheel, "nvidia" is missing.
+    spec = importlib.util.find_spec("nvidia.cuda_nvrtc") if importlib.util.find_spec("nvidia") else None
     found = [p for d in (spec.submodule_search_locations if spec else ()) for p in pathlib.Path(d).glob("lib/libnvrtc.so*")]
     path = str(found[0]) if found else ctypes.util.find_library("nvrtc")
     if path is None:
-        pytest.skip("needs_nvrtc: libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12, or pyguts[nvrtc])")
+        pytest.skip("needs_nvrtc: libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12, the nvrtc extra)")
     import cffi
 
     ffi = cffi.FFI()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import needs  # tests/needs.py
 import pytest
 
 from pyguts import _compat, doctor
@@ -162,14 +163,15 @@ def test_missing_compilers_say_so_with_the_fix_and_exit_0():
         assert fallback in done.stdout and "apt-get install g++" in _fix_after(done.stdout, "nvcc")
     else:
         assert "CUDA toolkit" in _fix_after(done.stdout, "nvcc")
-    for name in ("mimalloc", "libc", "mmap"):  # pyguts.alloc's shim is built per compiler
+    # pyguts.alloc's shim is built per compiler: what says "install gcc" is every allocator whose
+    # library is here (without mimalloc's, its row asks for the library first).
+    for name in ("libc", "mmap", *(["mimalloc"] if not needs.allocator_reason("mimalloc") else [])):
         assert rows[name] == "MISSING" and _fix_after(done.stdout, name).startswith("apt-get install gcc")
     assert rows["live layout checks"] == "ok" and "core ok" in done.stdout
 
 
+@needs.library("jemalloc")
 def test_jemalloc_tls_status_follows_glibc_tunables():
-    if not doctor._ldconfig().get("libjemalloc.so.2"):
-        pytest.skip("needs_jemalloc: libjemalloc.so.2 is not installed (apt-get install libjemalloc2)")
     runs = {}
     for label, env in (("no fix, no re-exec", _clean_env(PYGUTS_STATIC_TLS_REEXEC="1")),
                        ("re-exec", _clean_env())):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import needs  # tests/needs.py
 import pytest
 
 from pyguts import tour
@@ -46,6 +47,11 @@ OPTIONAL = {
     "04_cython_bridge.py": ("Cython", "skipped: Cython is not installed (pip install cython)"),
     "make_notebook.py": ("nbclient", None),  # a maintainer's tool: needs the [test] extra
 }
+#: script -> the system library it needs (tests/needs.py): where that is missing, the script stops
+#: naming the install and the test skips with the reason.
+LIBRARY = {"02_gsl_callback.py": "gsl"}
+#: script -> (allocator, what it prints without that allocator's library): it goes on with another.
+FALLBACK = {"07_jemalloc.py": ("jemalloc", "so this section goes on with ")}
 #: Scripts that force an unsafe operation (in an isolated child): also run by `make test-forked`.
 CRASH_PRONE = {"11_type_swap.py"}
 #: Second findings that must be there too, where the path taken depends on the machine.
@@ -92,21 +98,29 @@ def test_the_package_marker_is_a_docstring_only():
     pytest.param(s, marks=[m for m, names in ((pytest.mark.slow, SLOW), (pytest.mark.crash_prone, CRASH_PRONE))
                            if s in names]) for s in SCRIPTS])
 def test_example_runs(script):
+    expected, missing = [EXPECTED[script], *ALSO.get(script, ())], ""
     module, without = OPTIONAL.get(script, (None, None))
-    missing = module is not None and importlib.util.find_spec(module) is None
-    if missing and without is None:
-        pytest.skip(f"needs_{module.lower()}: {module} is not installed (pip install -e '.[test]')")
+    if module is not None and importlib.util.find_spec(module) is None:
+        if without is None:
+            pytest.skip(f"needs_{module.lower()}: {module} is not installed (pip install -e '.[test]')")
+        expected, missing = [without], f"needs_{module.lower()}: {without}"   # the script's own skip path
+    allocator, fallback = FALLBACK.get(script, (None, None))
+    if allocator is not None and needs.allocator_reason(allocator):
+        expected, missing = [fallback], needs.allocator_reason(allocator)
+    library_missing = needs.library_reason(LIBRARY[script]) if script in LIBRARY else ""
     start = time.perf_counter()
     done = subprocess.run([sys.executable, str(EXAMPLES / script), *ARGS.get(script, [])], capture_output=True,
                           text=True, env=_env(), timeout=300, cwd=EXAMPLES.parent)
     elapsed = time.perf_counter() - start
+    if library_missing:   # the load raises, naming what to install
+        assert done.returncode == 1 and "apt-get install" in done.stderr, done.stdout + done.stderr
+        pytest.skip(library_missing)
     assert done.returncode == 0, f"{script} exited {done.returncode}:\n{done.stdout}\n{done.stderr[-4000:]}"
     print(f"{script}: {elapsed:.2f} s")
-    if missing:  # the script's own skip path ran: check it, then report the skip
-        assert without in done.stdout, f"{script} did not print {without!r}:\n{done.stdout}"
-        pytest.skip(f"needs_{module.lower()}: {without}")
-    for expected in (EXPECTED[script], *ALSO.get(script, ())):
-        assert expected in done.stdout, f"{script} did not print {expected!r}:\n{done.stdout}"
+    for line in expected:
+        assert line in done.stdout, f"{script} did not print {line!r}:\n{done.stdout}"
+    if missing:   # what ran is the path without the tool: checked, and the test says what it lacked
+        pytest.skip(missing)
 
 
 @pytest.mark.parametrize("script", [s for s in SCRIPTS if s[:2].isdigit()])
@@ -208,6 +222,7 @@ def test_notebook_runs_top_to_bottom_in_a_kernel_started_without_glibc_tunables(
     make_notebook = _make_notebook()
     import nbformat
 
+    needs.require_library("gsl")   # its section raises without GSL, and a notebook stops at an error
     env = dict(_plain_env(), PYTHONHASHSEED="0")
     start = time.perf_counter()
     nb = make_notebook.execute(nbformat.read(NOTEBOOK, as_version=4), timeout=300, env=env)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import needs  # tests/needs.py
 import numpy as np
 import pytest
 
@@ -150,6 +151,7 @@ int max_threads(void) { return omp_get_max_threads(); }
     np.testing.assert_allclose(out, np.sqrt(a * a + b * b + c * c), rtol=1e-15)
 
 
+@needs.linked("gsl")
 def test_libraries_are_linked(cache):
     lib = native.build("double gamma5(void);", """
         double gsl_sf_gamma(double x);
@@ -253,7 +255,7 @@ def test_cache_writable_by_others_is_refused(tmp_path, monkeypatch, mode, where,
     os.chmod(folder, mode)
     if mode & 0o020 and not mode & 0o002:
         if os.geteuid() != 0:
-            pytest.skip("needs root to hand the folder to a shared group (chgrp)")
+            pytest.skip("needs_root: handing the folder to another group (chgrp) takes root")
         os.chown(folder, -1, 12345)  # a group that is not this user's private group
     monkeypatch.setenv("PYGUTS_CACHE_DIR", str(cache))
     with pytest.raises(native.BuildError, match=rf"{folder} is writable by .*PYGUTS_CACHE_DIR"):
@@ -271,7 +273,7 @@ def test_sticky_shared_parent_is_fine(tmp_path, monkeypatch, answer):
 
 def test_cache_owned_by_someone_else_is_refused(tmp_path, monkeypatch, answer):
     if os.geteuid() != 0:
-        pytest.skip("needs root to give a folder away (chown)")
+        pytest.skip("needs_root: giving a folder to another user (chown) takes root")
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o700)
     os.chown(cache, 12345, -1)
@@ -284,7 +286,7 @@ def test_group_writable_private_group_is_fine(tmp_path, monkeypatch, answer):
     from pyguts.native.cache import _private_group
 
     if not _private_group(os.getegid()):
-        pytest.skip("this user's group is shared, not a user private group")
+        pytest.skip("needs_private_group: this user's group is shared, not a user private group")
     cache = tmp_path / "cache"
     cache.mkdir()
     os.chmod(cache, 0o770)  # umask 002 on Fedora/Debian user-private-group setups

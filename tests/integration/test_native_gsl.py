@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import ctypes.util
 import subprocess
 import sys
 
+import needs  # tests/needs.py
 import numpy as np
 import pytest
 
 from pyguts import native
 from pyguts.isolation import isolate
 
-pytestmark = [
-    pytest.mark.every_python,
-    pytest.mark.skipif(ctypes.util.find_library("gsl") is None,
-                       reason="needs_gsl: libgsl not installed (apt-get install libgsl-dev)"),
-]
+pytestmark = [pytest.mark.every_python, needs.library("gsl")]
 
 GSL_CDEF = """
 typedef struct { double (*function)(double x, void *params); void *params; } gsl_function;

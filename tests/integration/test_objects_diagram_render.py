@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import xml.etree.ElementTree as ET
 
+import needs  # tests/needs.py
 import numpy as np
 import pytest
 
 from pyguts.objects.diagrams import ARROW_COLOURS, BOX_FILLS, TITLE_FILL, diagram
 
-cairosvg = pytest.importorskip("cairosvg", reason="needs cairosvg and libcairo2 (pip install pyguts[test])")
+# cairosvg's import dlopen()s libcairo and raises OSError without it: probe the library first.
+needs.require_library("cairo")
+cairosvg = pytest.importorskip("cairosvg", reason="needs_cairosvg: pip install cairosvg (in the test extra)")
 # Pillow is a dependency of cairosvg itself (cairosvg needs it for raster images), so it is here too.
 Image = pytest.importorskip("PIL.Image")
 

@@ -101,7 +101,7 @@ def run_probe(include: str, models: dict[str, type], state_bits, tmp_path, defin
     '_Py_DebugOffsets' rows when ``debug_offsets`` (a layouts.DebugOffsetsRow) is given."""
     cc = shutil.which(os.environ.get("CC", "gcc"))
     if cc is None:
-        pytest.skip("no C compiler (install gcc) to check layouts against offsetof")
+        pytest.skip("needs_cc: no C compiler to check layouts against offsetof (apt-get install gcc)")
     src = tmp_path / "probe.c"
     exe = tmp_path / "probe"
     src.write_text(_probe_source(models, state_bits, debug_offsets))
@@ -160,7 +160,7 @@ def test_table_rows_match_offsetof(version, build, tmp_path):
     and so does the table's layout of CPython's own _Py_DebugOffsets (3.13+)."""
     found = _include_dir(version)
     if found is None:
-        pytest.skip(f"CPython {version[0]}.{version[1]} is not installed (no headers found under pyenv, "
+        pytest.skip(f"needs_cpython_headers: CPython {version[0]}.{version[1]} is not installed (no headers found under pyenv, "
                     "/usr/include or the Debian chroot of `make test`)")
     include, flags = found
     models = structs.build_models(version, build)
@@ -177,7 +177,7 @@ def test_running_interpreter_models_match_offsetof(tmp_path):
     """The models pyguts uses right now equal this interpreter's own headers."""
     include = sysconfig.get_paths()["include"]
     if not os.path.exists(os.path.join(include, "Python.h")):
-        pytest.skip(f"no Python.h under {include} (install the interpreter's development headers)")
+        pytest.skip(f"needs_cpython_headers: no Python.h under {include} (install the interpreter's development headers)")
     defines = ["-DPy_GIL_DISABLED=1"] if _compat.GIL_DISABLED else []
     bits = layouts.state_bits_for(_compat.VERSION, structs.BUILD)
     debug = layouts.debug_offsets_row_for(_compat.VERSION) if _compat.VERSION >= (3, 13) else None

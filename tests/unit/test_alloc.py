@@ -6,11 +6,11 @@ import asyncio
 import contextvars
 import ctypes
 import gc
-import os
 import pickle
 import sys
 import threading
 
+import needs  # tests/needs.py
 import numpy as np
 import pytest
 
@@ -22,16 +22,9 @@ ALLOCATORS = list(registry.SPECS)
 
 
 def _loaded(name: str):
-    """Load ``name`` or skip, naming why (jemalloc needs GLIBC_TUNABLES at process start).
-
-    Where the environment fix is in place (``make test``) a load failure is a failure, not a skip.
-    """
-    try:
-        return alloc.load(name)
-    except AllocatorUnavailable as exc:
-        if alloc.STATIC_TLS_TUNABLE in os.environ.get("GLIBC_TUNABLES", ""):
-            raise
-        pytest.skip(f"needs_{name}: {exc}")
+    """Load ``name`` or skip where its library is missing here, or jemalloc lacks its start-up fix
+    (tests/needs.py); where the library is there, a load failure is a failure."""
+    return needs.load_allocator(name)
 
 
 @pytest.fixture(params=ALLOCATORS)

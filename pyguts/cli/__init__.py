@@ -75,6 +75,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_STDOUT_BROKEN
 
 
+def to_devnull(stream) -> None:
+    """Point ``stream``'s descriptor at /dev/null (after its reader went away), so no later write or
+    flush fails; a stream without a descriptor (in memory) is left as it is."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
+
+
 class _OutlivesReader:
     """sys.stdout, but a closed pipe sends the rest to /dev/null instead of raising BrokenPipeError.
 
@@ -89,22 +104,14 @@ class _OutlivesReader:
         try:
             return self._stream.write(text)
         except BrokenPipeError:
-            self._to_devnull()
+            to_devnull(self._stream)
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except BrokenPipeError:
-            self._to_devnull()
-
-    def _to_devnull(self) -> None:
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._stream.fileno())
-            os.close(devnull)
-        except (OSError, ValueError):   # no descriptor (an in-memory stream): nothing to point elsewhere
-            pass
+            to_devnull(self._stream)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)

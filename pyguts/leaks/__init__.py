@@ -33,6 +33,7 @@ import array
 import gc
 import itertools
 import random
+import resource
 import statistics
 import sys
 import time
@@ -66,6 +67,9 @@ LEAK_CALLS = 1024
 BUDGET_LEAK_CALLS = 256
 #: Fds and large memory are judged sooner: a leak must not exhaust the process while it is confirmed.
 FD_LEAK_CALLS = 64
+#: Descriptors a check keeps free below the soft limit (``ulimit -n``, often 1024): while fds grow,
+#: a window or confirmation runs at most the calls that use half of what is left above this reserve.
+FD_RESERVE = 64
 MEMORY_LEAK_NBYTES = 64 << 20
 #: A window's slope (growth per call) must stay above this fraction of the previous one to "keep" it:
 #: a leak keeps it at ~1, a constant amount per window (something redone once per window) halves it.
@@ -255,7 +259,7 @@ class _Session:
         try:
             while True:
                 t0 = time.perf_counter_ns()
-                w = k + self.jitter.randrange(k // 2 + 1)
+                w = min(k + self.jitter.randrange(k // 2 + 1), self._fd_room_calls())
                 raw = self._round(w, self.sweeping)
                 self._record(w, raw)
                 del raw
@@ -304,7 +308,7 @@ class _Session:
         # calls, and a leak they cannot confirm is undecided rather than clean.
         budget_ns = self.deadline_ns - self.started_ns
         affordable = (self.deadline_ns + budget_ns // 2 - time.perf_counter_ns()) // (3 * self.call_ns // 2 or 1)
-        total = max(CONFIRM_PARTS, min(2 * self.windows[-1], affordable))
+        total = max(CONFIRM_PARTS, min(2 * self.windows[-1], affordable, self._fd_room_calls()))
         short = total < 2 * self.windows[-1]
         part = total // CONFIRM_PARTS
         lengths = [part + jitter.randrange(part // 2 + 1) for _ in range(CONFIRM_PARTS)]
@@ -327,6 +331,18 @@ class _Session:
             if fell or grown <= floor or grown <= SLOPE_KEPT * expected:
                 self.states[name] = UNDECIDED if short and not fell else CLEAN
                 self.not_confirmed.append(name)
+
+    def _fd_room_calls(self) -> int:
+        """Calls that use at most half the descriptors left below the soft limit (less FD_RESERVE) at
+        the steepest fd slope seen so far: a function leaking fds must not run out of them here."""
+        steepest = 0.0
+        for d, w in zip(self.series.get("fds", ()), self.windows):   # no generator: nothing gc-tracked left
+            steepest = max(steepest, d / w)
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if steepest <= 0 or soft == resource.RLIM_INFINITY:
+            return sys.maxsize
+        room = soft - FD_RESERVE - (open_fd_count() or 0)
+        return max(1, int(room / 2 / steepest))
 
     def _levels(self, names: list, out: array.array, at: int) -> None:
         """The current level of each signal in ``names`` into ``out[at:]`` (gc signals: all gc objects)."""

@@ -240,13 +240,20 @@ def test_progress_on_stderr_only_past_a_second(targets):
     assert "clitargets.slow_leak" in progress[0] and "of a 4 s budget" in progress[0]
 
 
+def _interruptible(args: list, env: dict) -> subprocess.Popen:
+    """Start ``args`` with SIGINT at its default, as from a terminal: in a test run started in the
+    background of a non-interactive shell SIGINT is ignored, and a child keeps that (Python then
+    never installs its KeyboardInterrupt handler)."""
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 def test_ctrl_c_prints_the_partial_report_and_exits_130(targets, as_json):
     """SIGINT once the first progress line is out: the partial report on stdout, status 130."""
     block = targets / "block"
     args = _pyguts("clitargets:slow_until_told", "--warmup", "1", "--budget", "600", *(["--json"] * as_json))
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_child_env(targets, CLI_BLOCK=str(block)))
+    proc = _interruptible(args, _child_env(targets, CLI_BLOCK=str(block)))
     try:
         first = proc.stderr.readline()
         assert PROGRESS_LINE.match(first), first + proc.stderr.read()
@@ -269,8 +276,7 @@ def test_ctrl_c_prints_the_partial_report_and_exits_130(targets, as_json):
 
 def test_ctrl_c_before_any_window_says_there_is_no_report(targets):
     started = targets / "started"
-    proc = subprocess.Popen(_pyguts("clitargets:blocks_at_once"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_child_env(targets, CLI_STARTED=str(started)))
+    proc = _interruptible(_pyguts("clitargets:blocks_at_once"), _child_env(targets, CLI_STARTED=str(started)))
     try:
         deadline = time.monotonic() + CHILD_TIMEOUT_S
         while not started.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -122,16 +122,6 @@ def _devnull_fds_since(before: set) -> list:
             if os.readlink(f"/proc/self/fd/{fd}") == os.devnull]
 
 
-@pytest.fixture(autouse=True)
-def _close_leaked_fds():
-    """Close the /dev/null fds leak_fd opened, so the rest of the session keeps its fd budget."""
-    before = _open_fds() if os.path.isdir("/proc/self/fd") else None
-    yield
-    if before is not None:
-        for fd in _devnull_fds_since(before):
-            os.close(fd)
-
-
 @functools.lru_cache(maxsize=None)
 def _cached(n):
     return [n] * 100

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import resource
 import sys
 import time
 import weakref
@@ -97,8 +98,19 @@ def test_untracked_objects_show_in_blocks():
     assert report.signal("blocks").state == LEAK
 
 
+@pytest.fixture(params=["limit as it is", "room for 300 more fds"])
+def fd_limit(request):
+    """The soft fd limit as the run has it, or lowered to 300 above the fds open now (a user's 1024
+    with a test session's files open): a leak must be found without running the function out of fds."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if request.param != "limit as it is":
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(_open_fds()) + 300, hard))
+    yield resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd to find the leaked fds")
-def test_fd_leak():
+def test_fd_leak(fd_limit):
     # The fd numbers are not kept: above 256 they are new int objects, which would be a second leak.
     before = _open_fds()
     try:
@@ -110,6 +122,7 @@ def test_fd_leak():
             os.close(fd)
     assert report.leaking and report.kinds == ("fd",), str(report)
     assert report.growth["fds"] == 1 and len(leaked) == report.calls
+    assert len(before) + len(leaked) <= fd_limit - leaks.FD_RESERVE, (len(before), len(leaked), fd_limit)
 
 
 def test_the_check_changes_no_refcount_and_no_referrer():

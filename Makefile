@@ -85,9 +85,20 @@ $(STAMPS)/system:
 	fi
 	touch $@
 
-bench: $(BIN)/.installed
+# The peers' facts differ by version (einspect on 3.12+, say): benchmarks/bench_peers.py runs again on every
+# other CPython, each in a venv of its own with the bench extra. .venvs/forked gives the pytest-forked rows.
+bench: $(BIN)/.installed $(FORKED_VENV)/.installed
 	$(BIN)/$(PIP) install -e '.[test,nvrtc,bench]'
 	$(BIN)/python benchmarks/run.py
+	@set -e; for py in $(OTHER_PYTHONS); do \
+	  ver=$$(basename $$(dirname $$(dirname $$py))); venv=$(VENVS)/bench-$$ver; \
+	  if [ ! -f $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
+	    echo "== set-up for the peers on CPython $$ver"; \
+	    $$py -m venv $$venv && $$venv/bin/$(PIP) install -e '.[bench]' pytest pytest-forked && touch $$venv/.installed; \
+	  fi; \
+	  echo "== peers on CPython $$ver"; \
+	  $$venv/bin/python benchmarks/run.py peers; \
+	done
 
 clean:
 	rm -rf $(VENV) $(VENVS) $(STAMPS) build *.egg-info

@@ -6,6 +6,8 @@ Every check runs in a forked child (``pyguts.isolate``), so a peer that kills th
 prints a signal instead of ending the run. Each prints one ``fact`` line: peer, interpreter,
 what was tried, what happened. Where a time means something it is a ratio row as usual.
 A peer that is not installed gets one line saying so, and its rows are skipped.
+Each peer is used the way its own README tells its users to; another way seen in use (an older
+README's recipe, an undocumented route) is a second row, labelled as such.
 
 Not re-measured here: objgraph's and pyguts.leaks' verdicts on planted leaks on this release
 build (bench_leaks), cffi call overhead (bench_native), multiprocessing (bench_isolate), raw
@@ -35,6 +37,7 @@ import numpy as np
 
 import pyguts
 import pyguts.alloc as alloc
+from pyguts.errors import AllocatorUnavailable
 from pyguts.isolation import isolate
 
 #: Seconds one probe child may run before it counts as hung.
@@ -118,9 +121,19 @@ def _after_write(s: str) -> str:
 
 
 def _einspect_str_write() -> str:
+    """Its README's recipe: ``v = view(text); v[1] = "3"`` (a new string moved over the old one)."""
     from einspect import view
     s = "".join(["ab", "cd"])
     hash(s)  # cache it, as any dict use does
+    view(s)[0] = "x"
+    return _after_write(s)
+
+
+def _einspect_str_buffer_write() -> str:
+    """The other way in: the view's ``buffer`` (its data bytes), written inside ``unsafe()``."""
+    from einspect import view
+    s = "".join(["ab", "cd"])
+    hash(s)
     v = view(s)
     with v.unsafe():
         v.buffer[0] = b"x" if isinstance(v.buffer[0], bytes) else ord("x")
@@ -193,6 +206,7 @@ def _einspect(h) -> None:
             ("write s[0] of a str, then hash(s)", _einspect_str_write, _pyguts_str_write)):
         h.fact("einspect", checked, _probe(peer_fn))
         h.fact("pyguts", checked, _probe(ours_fn))
+    h.fact("einspect", "same, through view(s).buffer in unsafe()", _probe(_einspect_str_buffer_write))
     h.fact("einspect", "ref_count of a fresh object", _probe(_einspect_refcount))
     h.fact("einspect", "bytes -> subclass w/ __dict__: view.type =", _probe(_einspect_swap, False))
     h.fact("einspect", "bytes -> subclass w/ __dict__: in unsafe()", _probe(_einspect_swap, True))
@@ -207,25 +221,40 @@ def _einspect(h) -> None:
 
 
 # --- numpy-allocator --------------------------------------------------------------------------
+# What its README tells users to do (numpy-allocator 1.2.1, the version pip installs; PyPI shows that
+# README): put the C functions' *addresses* in the class, ``_malloc_ = ctypes.addressof(my.malloc_func)``
+# (``my = ctypes.CDLL(ctypes.util.find_library('my'))``); its C handler then calls them directly.
+# Its GitHub README still shows an older recipe, the ctypes function objects themselves
+# (``_malloc_ = my.malloc_func``): 1.2.1 accepts "an integer address or a callable" and calls a
+# callable through Python on every allocation, with ctypes' default restype (a C int).
+#: The recipes measured: its README's, and the older one without and with the restype set.
+RECIPES = ("README: ctypes.addressof", "function objects", "function objects, restype=c_void_p")
 
-def _c_functions(lib, *, typed: bool) -> dict:
-    """malloc/calloc/realloc/free of ``lib`` as ctypes function objects, as numpy_allocator takes them.
 
-    ``typed=False`` is its README's recipe verbatim: ctypes' default restype is a C int.
-    """
+def _recipe_fields(lib, recipe: str) -> dict:
+    """numpy-allocator's four fields for ``lib``'s malloc/calloc/realloc/free, by recipe (see RECIPES)."""
     vp, size = ctypes.c_void_p, ctypes.c_size_t
-    funcs = {}
+    fields = {"_library_": lib}  # the class keeps the library (and its function objects) alive
     for name, restype, argtypes in (("malloc", vp, [size]), ("calloc", vp, [size, size]),
                                     ("realloc", vp, [vp, size]), ("free", None, [vp, size])):
-        funcs[f"_{name}_"] = fn = getattr(lib, name)
-        if typed:
+        fn = getattr(lib, name)
+        if recipe == "README: ctypes.addressof":
+            fields[f"_{name}_"] = ctypes.addressof(fn)
+            continue
+        if recipe == "function objects, restype=c_void_p":
             fn.restype, fn.argtypes = restype, argtypes
-    return funcs
+        fields[f"_{name}_"] = fn
+    return fields
 
 
-def _np_allocator_class(lib, *, typed: bool):
+def _np_allocator_class(library: str, recipe: str):
+    """A numpy_allocator class over ``library`` (a name for ``ctypes.util.find_library``) by ``recipe``."""
+    import ctypes.util
     import numpy_allocator
-    return numpy_allocator.type("peer_handler", (), _c_functions(lib, typed=typed))
+
+    # A fresh CDLL each time: the recipes set different restypes on the same functions.
+    lib = ctypes.CDLL(ctypes.util.find_library(library) or f"lib{library}.so")
+    return numpy_allocator.type(f"{library}_allocator", (), _recipe_fields(lib, recipe))
 
 
 #: Arrays a probe child keeps on purpose: freeing them is the crash measured separately.
@@ -233,7 +262,7 @@ _KEPT: list = []
 
 
 def _np_allocator_untyped_address() -> str:
-    with _np_allocator_class(ctypes.CDLL(None), typed=False):
+    with _np_allocator_class("c", "function objects"):
         _KEPT.append(np.empty(64))
     addr, usual = _KEPT[-1].ctypes.data, np.empty(64).ctypes.data
     cut = addr >> 31 in (0, (1 << 33) - 1)  # a C int, zero- or sign-extended to 64 bits
@@ -242,7 +271,7 @@ def _np_allocator_untyped_address() -> str:
 
 
 def _np_allocator_untyped_free() -> str:
-    with _np_allocator_class(ctypes.CDLL(None), typed=False):
+    with _np_allocator_class("c", "function objects"):
         a = np.empty(64)
     del a
     return "allocate + free: no crash"
@@ -254,8 +283,8 @@ def _np_allocator_names() -> str:
     return f"imports; no allocators of its own (module has {', '.join(names)})"
 
 
-def _np_allocator_works(soname: str | None) -> str:
-    handler = _np_allocator_class(ctypes.CDLL(soname), typed=True)
+def _np_allocator_works(library: str, recipe: str) -> str:
+    handler = _np_allocator_class(library, recipe)
     with handler:
         a = np.arange(1000.0)
         z = np.zeros(1 << 17)
@@ -265,33 +294,49 @@ def _np_allocator_works(soname: str | None) -> str:
     return "works (arange, zeros, resize, free; handles() True)" if ok else "WRONG values"
 
 
+#: (what numpy makes, element count, arrays per timed call): a small and a mid-size np.empty, the
+#: calloc path, and a big array whose pages are touched (numpy's own handler advises huge pages there).
+ALLOCATIONS = (("np.empty", "128 B", 16, 256), ("np.empty", "64 KiB", 8192, 64),
+               ("np.zeros", "64 KiB", 8192, 64), ("np.ones", "8 MiB", 1 << 20, 2))
+
+
 def _numpy_allocator(h) -> None:
     if _missing(h, "numpy-allocator", "numpy-allocator", "numpy_allocator"):
         return
     peer = "numpy-allocator"
     h.fact(peer, f"import {importlib.metadata.version('numpy-allocator')} with numpy {np.__version__}",
            _probe(_np_allocator_names))
-    h.fact(peer, "README recipe (restype int): allocate", _probe(_np_allocator_untyped_address))
-    h.fact(peer, "README recipe (restype int): free it", _probe(_np_allocator_untyped_free))
-    h.fact(peer, "libc with restype=c_void_p", _probe(_np_allocator_works, None))
-    h.fact(peer, "jemalloc functions, restype=c_void_p", _probe(_np_allocator_works, "libjemalloc.so.2"))
-    with _np_allocator_class(ctypes.CDLL(None), typed=True):
-        theirs = contextvars.copy_context()
-    with alloc.use("libc"):
-        ours = contextvars.copy_context()
-    default = contextvars.copy_context()
-    for label, count, repeat in (("128 B x256", 16, 256), ("64 KiB x64", 8192, 64)):
-        def batch(ctx, count=count, repeat=repeat):
-            return lambda: ctx.run(_allocate, count, repeat)
-        h.compare(f"peers: np.empty {label}, libc", ("numpy default handler", batch(default)), {
-            "numpy-allocator (libc functions)": batch(theirs),
-            "pyguts.alloc.use('libc')": batch(ours),
-        }, repeat=11)
+    h.fact(peer, "function objects (default restype int): allocate", _probe(_np_allocator_untyped_address))
+    h.fact(peer, "function objects (default restype int): free it", _probe(_np_allocator_untyped_free))
+    h.fact(peer, "function objects, restype=c_void_p, libc", _probe(_np_allocator_works, "c", RECIPES[2]))
+    contexts = {"numpy default handler": contextvars.copy_context()}
+    for library, ours in (("c", "libc"), ("jemalloc", "jemalloc")):
+        try:
+            alloc.load(ours)
+        except AllocatorUnavailable as exc:
+            h.fact(peer, f"{ours} rows", f"skipped: {_cut(exc, 80)}")
+            continue
+        h.fact(peer, f"README recipe (addressof), {ours}", _probe(_np_allocator_works, library, RECIPES[0]))
+        with _np_allocator_class(library, RECIPES[0]):
+            contexts[f"numpy-allocator README recipe, {ours}"] = contextvars.copy_context()
+        with alloc.use(ours):
+            contexts[f"pyguts.alloc.use({ours!r})"] = contextvars.copy_context()
+        if ours == "libc":  # the older recipe, Python called per allocation: libc is enough to show it
+            with _np_allocator_class(library, RECIPES[2]):
+                contexts["numpy-allocator fn objs c_void_p, libc"] = contextvars.copy_context()
+    (base, default), *candidates = contexts.items()
+    for maker_name, size_name, count, repeat in ALLOCATIONS:
+        maker = getattr(np, maker_name.removeprefix("np."))
+
+        def batch(ctx, maker=maker, count=count, repeat=repeat):
+            return lambda: ctx.run(_allocate, maker, count, repeat)
+        h.compare(f"peers: {maker_name} {size_name} x{repeat}", (base, batch(default)),
+                  {label: batch(ctx) for label, ctx in candidates}, repeat=11)
 
 
-def _allocate(count: int, repeat: int) -> None:
+def _allocate(maker, count: int, repeat: int) -> None:
     for _ in range(repeat):
-        np.empty(count)
+        maker(count)
 
 
 # --- pytest-forked and pytest-leaks -----------------------------------------------------------
@@ -412,9 +457,11 @@ def _raw_refcount() -> str:
 
 
 def _raw_int_size() -> str:
+    from pyguts.objects import memory  # a submodule: pyguts.objects.memory exists once imported
+
     x = int(BIG)
     word = ctypes.c_ssize_t.from_address(id(x) + 2 * ctypes.sizeof(ctypes.c_void_p)).value
-    want = pyguts.objects.memory.ndigits(x)
+    want = memory.ndigits(x)
     return f"word after the header = {word}, digits = {want}" + ("" if word == want else " (not ob_size)")
 
 

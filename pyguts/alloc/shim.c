@@ -246,7 +246,8 @@ uintptr_t pg_owned_alloc(uintptr_t ctx, size_t nbytes, size_t align, int zero) {
         p = zero ? ((void *(*)(size_t, size_t))c->zalign_fn)(n, align) : c->memalign_fn(align, n);
         break;
     default:
-        if (zero && align <= 16) p = c->calloc_fn(1, n);   /* fresh pages stay untouched */
+        /* calloc: fresh pages stay untouched. Rounded to 16 B: tcmalloc's 8-byte class is 8-aligned. */
+        if (zero && align <= 16) p = c->calloc_fn(1, pg_round(n, 16));
         else {
             p = c->memalign_fn(align, pg_round(n, align));
             if (p && zero) memset(p, 0, n);

@@ -82,6 +82,23 @@ def test_sized_in_elements_aligned_and_owned(name):
     big[-1] = 7  # the last element is inside the allocation
 
 
+@pytest.mark.parametrize("zero", [False, True], ids=["empty", "zeros"])
+def test_the_alignment_promise_holds_for_random_sizes(name, zero):
+    """Block.alignment divides the address, whatever the size (0 B up) and the alignment asked for
+    (tcmalloc's calloc of up to 8 B gave 8-byte-aligned blocks while alignment said 16)."""
+    make = alloc.zeros if zero else alloc.empty
+    rng = np.random.default_rng(17)
+    sizes = [*range(0, 40), *rng.integers(0, 1 << 16, 300)]
+    kept, wrong = [], []
+    for nbytes in sizes:
+        a = make(int(nbytes), dtype=np.uint8, allocator=name, alignment=int(2 ** rng.integers(0, 13)))
+        block = alloc.owner(a)
+        if block.addr % block.alignment or a.ctypes.data != block.addr or (zero and a.any()):
+            wrong.append((int(nbytes), block.alignment, hex(block.addr)))
+        kept.append(a)   # alive together: the allocator cannot hand the same well-aligned block back
+    assert not wrong, wrong[:10]
+
+
 def test_zeros_are_zero_even_after_dirty_reuse(name):
     for _ in range(3):
         dirty = alloc.empty(4096, dtype=np.uint8, allocator=name)

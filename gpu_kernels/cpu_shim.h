@@ -74,7 +74,7 @@ static int pyguts_cpu_launch(unsigned grid, unsigned block, F body) {
 #ifdef _OPENMP
             /* Every thread sees the same team size, so all skip together: no barrier deadlock. */
             if ((unsigned)omp_get_num_threads() != block) {
-                if (omp_get_thread_num() == 0)  /* not `omp master`: deprecated in OpenMP 5.1, an error under g++ 15 -Werror */
+                if (omp_get_thread_num() == 0)  /* not `omp master`: deprecated in OpenMP 5.1, an error under g++ 16 -Werror */
                     short_team = 1;
             } else {
                 threadIdx = dim3((unsigned)omp_get_thread_num());

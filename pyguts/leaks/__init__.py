@@ -308,7 +308,8 @@ class _Session:
         # calls, and a leak they cannot confirm is undecided rather than clean.
         budget_ns = self.deadline_ns - self.started_ns
         affordable = (self.deadline_ns + budget_ns // 2 - time.perf_counter_ns()) // (3 * self.call_ns // 2 or 1)
-        total = max(CONFIRM_PARTS, min(2 * self.windows[-1], affordable, self._fd_room_calls()))
+        # (Parts are lengthened by up to half: two thirds of the fd room keeps them within it.)
+        total = max(CONFIRM_PARTS, min(2 * self.windows[-1], affordable, 2 * self._fd_room_calls() // 3))
         short = total < 2 * self.windows[-1]
         part = total // CONFIRM_PARTS
         lengths = [part + jitter.randrange(part // 2 + 1) for _ in range(CONFIRM_PARTS)]

@@ -80,6 +80,11 @@ def is_immortal(obj: object) -> bool:
 
 def refcount(obj: object) -> int:
     """The exact reference count of ``obj`` as the caller sees it (see the module docstring)."""
+    if _BY_GETREFCOUNT:   # the hot path (3.10-3.13 default builds): the same word, no ctypes object made
+        count = _getrefcount(obj)
+        if count < _IMMORTAL_FROM:
+            return count - _GETREFCOUNT_REFS
+        return count if _is_immortal_word(count) else count - _GETREFCOUNT_REFS
     if _WORD is None:
         count, immortal = _count_of(id(obj))
     else:   # inline: this is the hot path
@@ -212,9 +217,30 @@ def _references_held_by_a_call() -> int:
     return refcount(probe) - 1
 
 
+#: 3.10-3.13 default builds: ``refcount`` reads the count through ``sys.getrefcount``, which
+#: returns ob_refcnt as it is (an immortal count unchanged); below _IMMORTAL_FROM no count is
+#: immortal (3.12+: a negative low 32-bit word, Include/object.h), so no rule is asked.
+_getrefcount = sys.getrefcount
+_BY_GETREFCOUNT = False
+_GETREFCOUNT_REFS = 0
+_IMMORTAL_FROM = 1 << 31 if _compat.VERSION >= (3, 12) else sys.maxsize
 _CALL_REFS = 0
 if not _STACKREFS:
     _CALL_REFS = _references_held_by_a_call()
+
+
+def _held_through_getrefcount(obj: object) -> int:
+    """What ``refcount``'s fast path reads, for a call shaped as ``refcount(x)`` (a ``def`` of one
+    argument calling sys.getrefcount on it): less the probe's one reference, what such a call holds."""
+    return _getrefcount(obj)
+
+
+if not _STACKREFS and _WORD is not None:
+    _probe = object()   # referenced once, by this name
+    _GETREFCOUNT_REFS = _held_through_getrefcount(_probe) - 1
+    assert _GETREFCOUNT_REFS == _CALL_REFS + 1, (_GETREFCOUNT_REFS, _CALL_REFS)   # sys.getrefcount's own argument
+    del _probe
+    _BY_GETREFCOUNT = True
 
 
 def referrers(obj: object) -> list:

@@ -238,9 +238,9 @@ def _held_through_getrefcount(obj: object) -> int:
 if not _STACKREFS and _WORD is not None:
     _probe = object()   # referenced once, by this name
     _GETREFCOUNT_REFS = _held_through_getrefcount(_probe) - 1
-    assert _GETREFCOUNT_REFS == _CALL_REFS + 1, (_GETREFCOUNT_REFS, _CALL_REFS)   # sys.getrefcount's own argument
     del _probe
-    _BY_GETREFCOUNT = True
+    # sys.getrefcount holds its own argument: one more than the ctypes read. Otherwise, the ctypes read.
+    _BY_GETREFCOUNT = _GETREFCOUNT_REFS == _CALL_REFS + 1
 
 
 def referrers(obj: object) -> list:

@@ -117,6 +117,14 @@ def handler_name(array) -> str | None:
     return _multiarray().get_handler_name(array)
 
 
+def _numpy_hugepage() -> bool:
+    """numpy's switch for advising huge pages on blocks of 4 MiB and more (on unless turned off with
+    ``numpy._core.multiarray._set_madvise_hugepage(False)``, or by numpy on old kernels)."""
+    multiarray = _multiarray()
+    get = getattr(multiarray, "_get_madvise_hugepage", None)
+    return bool(get()) if get is not None else True
+
+
 @contextlib.contextmanager
 def use(allocator: str | Allocator) -> Iterator[Allocator]:
     """Make numpy allocate array data through ``allocator`` inside the block (this context only).
@@ -132,6 +140,7 @@ def use(allocator: str | Allocator) -> Iterator[Allocator]:
     alloc = registry.load(allocator)
     cap = capsule(alloc)
     set_handler, _ = api_functions()
+    shim.shim().pg_set_numpy_hugepage(_numpy_hugepage())   # blocks of 4 MiB+ get numpy's huge-page advice
     previous = set_handler(cap)
     try:
         yield alloc

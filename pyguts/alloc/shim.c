@@ -11,7 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define PG_ABI_VERSION 4   /* pyguts.alloc.shim.ABI_VERSION reads it from here */
+#define PG_ABI_VERSION 5   /* pyguts.alloc.shim.ABI_VERSION reads it from here */
 enum { PG_PLAIN = 0, PG_JEMALLOC = 1, PG_MIMALLOC = 2, PG_MMAP = 3 };
 /* PG_AINC for counters also touched by pg_owned_* and the mmap helpers, which cffi calls with
    the GIL released; PG_INC for handler-only counters (numpy holds the GIL around them). */
@@ -147,6 +147,25 @@ static int cache_put(pg_ctx *c, void *p, size_t n) {
     return 1;
 }
 
+/* numpy's own handler advises huge pages for every block of 4 MiB or more (default_malloc and
+   friends, numpy/_core/src/multiarray/alloc.c), unless switched off with
+   numpy._core.multiarray._set_madvise_hugepage(False): so do these, with the switch as pyguts.alloc.use
+   last read it (pg_set_numpy_hugepage). */
+#define PG_NUMPY_HUGE_MIN ((size_t)1 << 22)
+static int pg_numpy_hugepage = 1;
+
+void pg_set_numpy_hugepage(int on) { __atomic_store_n(&pg_numpy_hugepage, on, __ATOMIC_RELAXED); }
+
+static void *pg_advise(void *p, size_t n) {
+#ifdef MADV_HUGEPAGE
+    if (p && n >= PG_NUMPY_HUGE_MIN && __atomic_load_n(&pg_numpy_hugepage, __ATOMIC_RELAXED)) {
+        size_t page = pg_page(), offset = page - (uintptr_t)p % page;   /* from the next page on, as numpy */
+        madvise((char *)p + offset, n - offset, MADV_HUGEPAGE);
+    }
+#endif
+    return p;
+}
+
 static void *h_malloc(void *ctx, size_t n) {
     pg_ctx *c = ctx;
     void *p;
@@ -154,7 +173,7 @@ static void *h_malloc(void *ctx, size_t n) {
     else if (n <= PG_CACHE_MAX && PG_USE_CACHE(c)) {
         p = cache_take(c, n);
         if (!p) p = c->malloc_fn(pg_round(n ? n : 1, PG_CACHE_STEP));
-    } else p = c->malloc_fn(n);
+    } else p = pg_advise(c->malloc_fn(n), n);
     if (p) PG_INC(c->counts[0], 1);
     return p;
 }
@@ -169,7 +188,7 @@ static void *h_calloc(void *ctx, size_t nelem, size_t elsize) {
         p = cache_take(c, n);
         if (p) memset(p, 0, n);
         else p = c->calloc_fn(1, pg_round(n ? n : 1, PG_CACHE_STEP));
-    } else p = c->calloc_fn(nelem, elsize);
+    } else p = pg_advise(c->calloc_fn(nelem, elsize), n);
     if (p) PG_INC(c->counts[0], 1);
     return p;
 }
@@ -178,7 +197,7 @@ static void *h_realloc(void *ctx, void *ptr, size_t n) {
     pg_ctx *c = ctx;
     void *p;
     if (c->family == PG_MMAP) p = mm_realloc(c, ptr, n);
-    else p = c->realloc_fn(ptr, n <= PG_CACHE_MAX ? pg_round(n ? n : 1, PG_CACHE_STEP) : n);
+    else p = pg_advise(c->realloc_fn(ptr, n <= PG_CACHE_MAX ? pg_round(n ? n : 1, PG_CACHE_STEP) : n), n);
     if (p) PG_INC(c->counts[ptr ? 2 : 0], 1);
     return p;
 }

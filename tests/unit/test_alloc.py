@@ -166,8 +166,14 @@ def test_pickled_copies_are_ordinary_numpy_arrays(name):
     for obj in (a, a[:, 1:]):
         back = pickle.loads(pickle.dumps(obj))
         np.testing.assert_array_equal(back, obj)
-        assert alloc.owner(back) is None and back.flags.owndata
-        assert alloc.handler_name(back) == "default_allocator"
+        root = back   # numpy 2.5 unpickles into views of an array over the pickle's own buffer
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        assert alloc.owner(back) is None
+        if isinstance(root.base, (bytes, memoryview)):
+            assert root.tobytes() in pickle.dumps(obj)   # the data is the pickle's: no allocator involved
+        else:
+            assert root.flags.owndata and alloc.handler_name(root) == "default_allocator"
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(alloc.owner(a))
 

@@ -529,7 +529,7 @@ class _Session:
         return tuple(AllocationSite(where, nbytes / k, count / k) for where, (nbytes, count) in top)
 
     def _report(self, sites: tuple) -> LeakReport:
-        windows, runs, states = self.windows, self.runs, self.states
+        windows, states = self.windows, self.states
         n = sum(windows)
         signals, grown_objects, grown_types = [], [], []
         for name, series in self.series.items():

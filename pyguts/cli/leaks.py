@@ -16,6 +16,8 @@ import math
 import sys
 import time
 
+from pyguts.cli import to_devnull
+
 #: Exit statuses: no leak, leak found, no verdict (target or options unusable), interrupted (128 + SIGINT).
 EXIT_CLEAN, EXIT_LEAKING, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: Progress lines start once a check has run this long, and come at most this often.
@@ -161,6 +163,4 @@ def _print(text: str, stream=None) -> None:
     except BrokenPipeError:
         # Point the descriptor at /dev/null so the flush at exit does not fail again (Python's docs
         # on SIGPIPE); the caller still returns the verdict's status.
-        from pyguts.cli import to_devnull
-
         to_devnull(stream)

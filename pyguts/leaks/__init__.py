@@ -339,8 +339,10 @@ class _Session:
         steepest = 0.0
         for d, w in zip(self.series.get("fds", ()), self.windows):   # no generator: nothing gc-tracked left
             steepest = max(steepest, d / w)
+        if steepest <= 0:   # fds do not grow: no limit to ask about
+            return sys.maxsize
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if steepest <= 0 or soft == resource.RLIM_INFINITY:
+        if soft == resource.RLIM_INFINITY:
             return sys.maxsize
         room = soft - FD_RESERVE - (open_fd_count() or 0)
         return max(1, int(room / 2 / steepest))

@@ -2,6 +2,9 @@
 
 Absolute times on shared machines are noise; the ratio of two medians measured interleaved
 (baseline, candidate, baseline, candidate, ...) is what the figures in notes and README use.
+
+A comparison may carry goals (the issue's targets, as the most a candidate's ratio may be): each
+row then prints its goal and whether it holds, and :meth:`Harness.summary` lists every goal missed.
 """
 
 from __future__ import annotations
@@ -41,6 +44,15 @@ class Row:
     name: str
     median_ns: float
     ratio: float  # median_ns / the group's baseline median_ns
+    goal: float | None = None  # the most ratio may be; None: no goal
+
+    @property
+    def holds(self) -> bool | None:
+        return None if self.goal is None else self.ratio <= self.goal
+
+    def line(self) -> str:
+        verdict = "" if self.goal is None else f"  goal <= {self.goal:.2f}x {'ok' if self.holds else 'MISSED'}"
+        return f"{self.group:<28} {self.name:<40} {_fmt_ns(self.median_ns):>12} {self.ratio:>8.2f}x{verdict}"
 
 
 @dataclass
@@ -67,8 +79,12 @@ class Harness:
         return fact
 
     def compare(self, group: str, baseline: tuple[str, Callable[[], object]],
-                candidates: dict[str, Callable[[], object]], *, repeat: int | None = None) -> list[Row]:
-        """Time ``candidates`` and ``baseline`` interleaved; record and print median ns and ratios."""
+                candidates: dict[str, Callable[[], object]], *, repeat: int | None = None,
+                goal: float | dict[str, float | None] | None = None) -> list[Row]:
+        """Time ``candidates`` and ``baseline`` interleaved; record and print median ns and ratios.
+
+        ``goal``: the most each candidate's ratio may be (one figure for all, or by name).
+        """
         named = [baseline, *candidates.items()]
         numbers = [_calibrate(fn) for _, fn in named]
         samples: list[list[float]] = [[] for _ in named]
@@ -76,11 +92,21 @@ class Harness:
             for i, (_, fn) in enumerate(named):
                 samples[i].append(_batch_ns(fn, numbers[i]))
         medians = [statistics.median(s) for s in samples]
-        rows = [Row(group, name, med, med / medians[0]) for (name, _), med in zip(named, medians)]
+        goals = goal if isinstance(goal, dict) else dict.fromkeys(candidates, goal)
+        rows = [Row(group, name, med, med / medians[0], goals.get(name) if i else None)
+                for i, ((name, _), med) in enumerate(zip(named, medians))]
         self.rows.extend(rows)
         for row in rows:
-            print(f"{row.group:<28} {row.name:<40} {_fmt_ns(row.median_ns):>12} {row.ratio:>8.2f}x", flush=True)
+            print(row.line(), flush=True)
         return rows
+
+    def summary(self) -> str:
+        """How many goals held, and each one missed."""
+        judged = [row for row in self.rows if row.goal is not None]
+        missed = [row for row in judged if not row.holds]
+        lines = [f"goals: {len(judged) - len(missed)} of {len(judged)} held"]
+        lines += ["  missed: " + row.line().strip() for row in missed]
+        return "\n".join(lines)
 
 
 def _fmt_ns(ns: float) -> str:

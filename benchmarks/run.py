@@ -1,6 +1,8 @@
 """Run every benchmarks/bench_*.py (or those named) and print ratios against their baselines.
 
 Usage: python benchmarks/run.py [NAME ...]   e.g. `python benchmarks/run.py core`
+
+Rows with a goal print it and "ok" or "MISSED"; the last lines count the goals held and list the misses.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def main(argv: list[str]) -> int:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         module.run(harness)
+    print(harness.summary())
     return 0
 
 

@@ -11,7 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define PG_ABI_VERSION 5   /* pyguts.alloc.shim.ABI_VERSION reads it from here */
+#define PG_ABI_VERSION 6   /* pyguts.alloc.shim.ABI_VERSION reads it from here */
 enum { PG_PLAIN = 0, PG_JEMALLOC = 1, PG_MIMALLOC = 2, PG_MMAP = 3 };
 /* PG_AINC for counters also touched by pg_owned_* and the mmap helpers, which cffi calls with
    the GIL released; PG_INC for handler-only counters (numpy holds the GIL around them). */
@@ -36,6 +36,7 @@ typedef struct {
     void *(*memalign_fn)(size_t, size_t);   /* (alignment, size), C11 order */
     void *zalign_fn;                        /* mallocx or mi_zalloc_aligned, else NULL */
     int family;
+    int flags;                              /* jemalloc: mallocx/rallocx flags (pyguts' own arena) */
     int huge;                               /* mmap: madvise(MADV_HUGEPAGE) */
     uint64_t counts[8];                     /* see COUNTER_NAMES */
     pg_bucket cache[PG_CACHE_MAX / PG_CACHE_STEP + 1];
@@ -166,14 +167,31 @@ static void *pg_advise(void *p, size_t n) {
     return p;
 }
 
+/* The library's malloc, calloc and realloc. jemalloc goes through mallocx/rallocx (realloc_fn holds
+   rallocx) with the context's flags, which name the arena pyguts made for itself (registry.py). */
+#define PG_MALLOCX_ZERO 0x40
+typedef void *(*pg_mallocx_fn)(size_t, int);
+typedef void *(*pg_rallocx_fn)(void *, size_t, int);
+
+static void *lib_malloc(pg_ctx *c, size_t n, int zero) {
+    if (c->family == PG_JEMALLOC)   /* mallocx(0) is undefined */
+        return ((pg_mallocx_fn)c->zalign_fn)(n ? n : 1, c->flags | (zero ? PG_MALLOCX_ZERO : 0));
+    return zero ? c->calloc_fn(1, n) : c->malloc_fn(n);
+}
+
+static void *lib_realloc(pg_ctx *c, void *p, size_t n) {
+    if (c->family != PG_JEMALLOC) return c->realloc_fn(p, n);
+    return p ? ((pg_rallocx_fn)(void *)c->realloc_fn)(p, n ? n : 1, c->flags) : lib_malloc(c, n, 0);
+}
+
 static void *h_malloc(void *ctx, size_t n) {
     pg_ctx *c = ctx;
     void *p;
     if (c->family == PG_MMAP) p = mm_alloc(c, n);
     else if (n <= PG_CACHE_MAX && PG_USE_CACHE(c)) {
         p = cache_take(c, n);
-        if (!p) p = c->malloc_fn(pg_round(n ? n : 1, PG_CACHE_STEP));
-    } else p = pg_advise(c->malloc_fn(n), n);
+        if (!p) p = lib_malloc(c, pg_round(n ? n : 1, PG_CACHE_STEP), 0);
+    } else p = pg_advise(lib_malloc(c, n, 0), n);
     if (p) PG_INC(c->counts[0], 1);
     return p;
 }
@@ -187,8 +205,8 @@ static void *h_calloc(void *ctx, size_t nelem, size_t elsize) {
     else if (n <= PG_CACHE_MAX && PG_USE_CACHE(c)) {
         p = cache_take(c, n);
         if (p) memset(p, 0, n);
-        else p = c->calloc_fn(1, pg_round(n ? n : 1, PG_CACHE_STEP));
-    } else p = pg_advise(c->calloc_fn(nelem, elsize), n);
+        else p = lib_malloc(c, pg_round(n ? n : 1, PG_CACHE_STEP), 1);
+    } else p = pg_advise(lib_malloc(c, n, 1), n);
     if (p) PG_INC(c->counts[0], 1);
     return p;
 }
@@ -197,7 +215,7 @@ static void *h_realloc(void *ctx, void *ptr, size_t n) {
     pg_ctx *c = ctx;
     void *p;
     if (c->family == PG_MMAP) p = mm_realloc(c, ptr, n);
-    else p = pg_advise(c->realloc_fn(ptr, n <= PG_CACHE_MAX ? pg_round(n ? n : 1, PG_CACHE_STEP) : n), n);
+    else p = pg_advise(lib_realloc(c, ptr, n <= PG_CACHE_MAX ? pg_round(n ? n : 1, PG_CACHE_STEP) : n), n);
     if (p) PG_INC(c->counts[ptr ? 2 : 0], 1);
     return p;
 }
@@ -215,7 +233,7 @@ static void h_free(void *ctx, void *ptr, size_t n) {
 uintptr_t pg_capsule_name_addr(void) { return (uintptr_t)pg_capsule_name; }
 
 uintptr_t pg_ctx_new(uintptr_t m, uintptr_t ca, uintptr_t re, uintptr_t fr, uintptr_t al,
-                     uintptr_t za, int family, int huge) {
+                     uintptr_t za, int family, int huge, int flags) {
     pg_ctx *c = calloc(1, sizeof *c);
     if (!c) return 0;
     c->malloc_fn = (void *(*)(size_t))m;
@@ -226,6 +244,7 @@ uintptr_t pg_ctx_new(uintptr_t m, uintptr_t ca, uintptr_t re, uintptr_t fr, uint
     c->zalign_fn = (void *)za;
     c->family = family;
     c->huge = huge;
+    c->flags = flags;
     return (uintptr_t)c;
 }
 
@@ -256,11 +275,9 @@ uintptr_t pg_owned_alloc(uintptr_t ctx, size_t nbytes, size_t align, int zero) {
     case PG_MMAP:
         p = pg_map(c, n, align);
         break;
-    case PG_JEMALLOC: {   /* mallocx(size, MALLOCX_LG_ALIGN(lg) | MALLOCX_ZERO) */
-        int lg = __builtin_ctzll(align);
-        p = ((void *(*)(size_t, int))c->zalign_fn)(n, lg | (zero ? 0x40 : 0));
+    case PG_JEMALLOC:     /* mallocx(size, MALLOCX_LG_ALIGN(lg) | MALLOCX_ZERO | arena) */
+        p = ((pg_mallocx_fn)c->zalign_fn)(n, __builtin_ctzll(align) | (zero ? PG_MALLOCX_ZERO : 0) | c->flags);
         break;
-    }
     case PG_MIMALLOC:     /* mi_zalloc_aligned(size, alignment) */
         p = zero ? ((void *(*)(size_t, size_t))c->zalign_fn)(n, align) : c->memalign_fn(align, n);
         break;

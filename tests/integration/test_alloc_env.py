@@ -8,8 +8,10 @@ import subprocess
 import sys
 
 import needs  # tests/needs.py
+import pytest
 
 from pyguts.alloc import STATIC_TLS_TUNABLE
+from pyguts.alloc.registry import static_tls_environ
 
 pytestmark = needs.library("jemalloc")
 
@@ -75,3 +77,27 @@ def test_ensure_static_tls_restarts_a_script_once_so_jemalloc_loads():
     proc = subprocess.run([sys.executable, "-c", code], env=marked, capture_output=True, text=True, timeout=120)
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("start ") and "error" in json.loads(lines[1])
+
+
+_CONF_PROBE = """
+import ctypes, json, os
+import pyguts.alloc as alloc
+alloc.load("jemalloc")
+print(json.dumps([alloc.mallctl("opt.tcache_max"), os.environ.get("MALLOC_CONF")]))
+"""
+
+
+@pytest.mark.parametrize("users, running, tcache_max", [
+    (None, False, 131072),                   # pyguts' start-up option, set only while jemalloc loads
+    ("tcache_max:65536", False, 65536),      # the user's MALLOC_CONF comes after it and wins
+    (None, True, 32768),                     # a jemalloc already running keeps its own (default) options
+], ids=["pyguts' option", "the user's MALLOC_CONF wins", "LD_PRELOADed jemalloc untouched"])
+def test_jemalloc_start_up_options_for_pyguts_own_jemalloc_only(users, running, tcache_max):
+    env = {k: v for k, v in static_tls_environ().items() if k not in ("MALLOC_CONF", "LD_PRELOAD")}
+    if users:
+        env["MALLOC_CONF"] = users
+    if running:
+        env["LD_PRELOAD"] = "libjemalloc.so.2"
+    proc = subprocess.run([sys.executable, "-c", _CONF_PROBE], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [tcache_max, users]   # and MALLOC_CONF is as the user left it

@@ -419,6 +419,33 @@ def test_mallctl_reads_and_writes_jemalloc_controls():
         alloc.mallctl("pyguts.no.such")
 
 
+def test_jemalloc_keeps_freed_big_blocks_in_pyguts_own_arena_for_reuse():
+    """jemalloc purges a freed block of 8 MiB or more at once (its oversize policy), so every new one
+    faulted its pages in again; pyguts' own arena lifts that, as glibc keeps such blocks for reuse."""
+    je = _loaded("jemalloc")
+    u64 = ctypes.c_uint64
+    assert je.arena is not None and je.arena > 0
+    assert alloc.mallctl(f"arena.{je.arena}.oversize_threshold") == alloc.registry.JEMALLOC_OVERSIZE
+
+    def purged():
+        alloc.mallctl("epoch", 1, ctype=u64)
+        return alloc.mallctl(f"stats.arenas.{je.arena}.dirty_purged", ctype=u64)
+
+    def big_block_page():
+        a = alloc.empty(16 << 20, dtype=np.uint8, allocator="jemalloc")
+        a[:] = 1
+        return a.ctypes.data >> 12   # jemalloc offsets big blocks within their first page at random
+
+    before = purged()
+    with alloc.use("jemalloc"):
+        ones = np.ones((16 << 20) // 8)
+        assert alloc.handler_name(ones) == "pyguts-jemalloc"
+        del ones
+    first = big_block_page()
+    assert big_block_page() == first  # the freed block is reused as it is
+    assert purged() == before         # nothing was given back at free
+
+
 def test_mmap_blocks_are_page_aligned_and_huge_ones_2mib_aligned():
     page = alloc.empty(10, dtype=np.uint8, allocator="mmap", alignment=1)
     assert page.ctypes.data % 4096 == 0

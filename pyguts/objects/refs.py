@@ -80,11 +80,6 @@ def is_immortal(obj: object) -> bool:
 
 def refcount(obj: object) -> int:
     """The exact reference count of ``obj`` as the caller sees it (see the module docstring)."""
-    if _BY_GETREFCOUNT:   # the hot path (3.10-3.13 default builds): the same word, no ctypes object made
-        count = _getrefcount(obj)
-        if count < _IMMORTAL_FROM:
-            return count - _GETREFCOUNT_REFS
-        return count if _is_immortal_word(count) else count - _GETREFCOUNT_REFS
     if _WORD is None:
         count, immortal = _count_of(id(obj))
     else:   # inline: this is the hot path
@@ -241,6 +236,28 @@ if not _STACKREFS and _WORD is not None:
     del _probe
     # sys.getrefcount holds its own argument: one more than the ctypes read. Otherwise, the ctypes read.
     _BY_GETREFCOUNT = _GETREFCOUNT_REFS == _CALL_REFS + 1
+
+
+def _refcount_by_getrefcount(obj: object) -> int:   # 3.12-3.13 default builds: immortal counts stay raw
+    count = _getrefcount(obj)
+    if count < _IMMORTAL_FROM:
+        return count - _GETREFCOUNT_REFS
+    return count if _is_immortal_word(count) else count - _GETREFCOUNT_REFS
+
+
+def _refcount_no_immortals(obj: object) -> int:     # 3.10-3.11 default builds: nothing is immortal
+    return _getrefcount(obj) - _GETREFCOUNT_REFS
+
+
+# The hot path of leak hunting and teaching loops: on 3.10-3.13 default builds ``refcount`` is one of
+# the two above (the same word read by sys.getrefcount, no ctypes object made, no branch taken
+# first; each has the shape _held_through_getrefcount calibrated), under refcount's name and docs.
+if _BY_GETREFCOUNT:
+    _fast = _refcount_no_immortals if _IMMORTAL_FROM == sys.maxsize else _refcount_by_getrefcount
+    _fast.__name__ = _fast.__qualname__ = "refcount"
+    _fast.__doc__ = refcount.__doc__
+    refcount = _fast
+    del _fast
 
 
 def referrers(obj: object) -> list:

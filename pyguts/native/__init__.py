@@ -29,11 +29,14 @@ import cffi
 
 from pyguts.native.compiler import CHECK_PREFIX, DEFAULT_FLAGS, MISALIGNED_HOOK, build_module, cache_dir, cache_folder, parse_cdef
 from pyguts.native.calls import make_wrapper, misaligned_error, param_info, signature
+from pyguts.native import team
 from pyguts.native.pointers import Callback, Pointer, address_of, callback, park, pointer, raise_pending
+from pyguts.native.team import team_choices
 from pyguts.errors import BuildError, NativeError
 
 __all__ = ["DEFAULT_FLAGS", "BuildError", "Callback", "Library", "NativeError", "Pointer",
-           "address_of", "build", "cache_dir", "cache_folder", "callback", "load", "pointer", "raise_pending"]
+           "address_of", "build", "cache_dir", "cache_folder", "callback", "load", "pointer", "raise_pending",
+           "team_choices"]
 
 #: Libraries whose dependencies must be opened RTLD_GLOBAL first: libgsl needs the CBLAS symbols
 #: of libgslcblas (the notebook's "libgslcblas.so not found"). Debian's libgsl.so.27 links it,
@@ -63,7 +66,7 @@ class Library:
     """
 
     def __init__(self, ffi: cffi.FFI, lib: Any, cdef: str, *, path: str, cache_hit: bool,
-                 lengths: dict[str, str] | None = None) -> None:
+                 lengths: dict[str, str] | None = None, threads: bool = False) -> None:
         self.ffi, self.lib, self.path, self.cache_hit = ffi, lib, path, cache_hit
         self.functions: dict[str, Callable[..., Any]] = {}
         lengths = dict(lengths or {})
@@ -82,6 +85,9 @@ class Library:
             if fname in in_c:
                 cfunc = getattr(lib, CHECK_PREFIX + fname)
             self.functions[fname] = make_wrapper(ffi, sig, cfunc, align_in_c=fname in in_c)
+            if threads:
+                self.functions[fname] = team.with_team_choice(
+                    self.functions[fname], lib._pyguts_omp_get, lib._pyguts_omp_set)
         if in_c:
             def misaligned(fid: int, index: int, addr: int) -> None:
                 park(misaligned_error(sigs[in_c[fid]], index, addr))
@@ -106,7 +112,9 @@ def build(cdef: str, source: str, *, language: str = "c", flags: Iterable[str] =
     ``cdef`` declares the functions to call (C syntax, parameter names used by ``lengths=`` and
     keyword calls). In C++ the declared functions need C linkage (``extern "C"``). The compile
     uses :data:`DEFAULT_FLAGS` (``-O3 -fno-math-errno``: vectorised, same results), then
-    ``flags``; ``threads=True`` adds OpenMP (``-fopenmp``). ``libraries`` are ``-l`` names or
+    ``flags``; ``threads=True`` adds OpenMP (``-fopenmp``), and each call then runs with one thread or
+    the whole team, whichever measured faster for calls of its size (:mod:`pyguts.native.team`,
+    :func:`team_choices`). ``libraries`` are ``-l`` names or
     paths. ``lengths={"p": "n"}`` ties array ``p`` to integer parameter ``n`` (counted in
     elements of the pointed-to type, bytes for ``void *``): ``n`` may be omitted (filled from
     ``p``; arrays tied to the same ``n`` must then be equally long), and an array shorter than
@@ -121,7 +129,8 @@ def build(cdef: str, source: str, *, language: str = "c", flags: Iterable[str] =
     flags, libraries = tuple(flags), tuple(libraries)
     module, hit = build_module(cdef, source, language=language, flags=flags, libraries=libraries,
                                threads=threads, name=name)
-    return Library(module.ffi, module.lib, cdef, path=module.__file__, cache_hit=hit, lengths=lengths)
+    return Library(module.ffi, module.lib, cdef, path=module.__file__, cache_hit=hit, lengths=lengths,
+                   threads=threads)
 
 
 def _find_library(name_or_path: str) -> str:

@@ -30,9 +30,10 @@ from cffi.recompiler import make_c_source
 from pyguts import _compat
 from pyguts.native import cache
 from pyguts.errors import BuildError
+from pyguts.native import team
 
 #: Bumped when the generated code or the compile command changes shape (invalidates old builds).
-BUILD_FORMAT = 3
+BUILD_FORMAT = 4
 
 #: Flags that favour speed without changing results: -fno-math-errno lets gcc vectorise sqrt
 #: (errno is never read back), unlike -ffast-math which changes rounding and NaN handling;
@@ -192,6 +193,9 @@ def _compile(cdef, source, *, language, flags, libraries, threads, name, modname
     checks_cdef, checks_source = align_checks(ffi)
     if checks_cdef:
         ffi.cdef(checks_cdef)
+    if threads:   # the team size of each call, set by pyguts.native.team
+        ffi.cdef(team.CDEF)
+        checks_source += team.SOURCE
     preamble = f"{_BEGIN}\n#line 1 \"{user_file}\"\n{source}\n{_END}\n{checks_source}"
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=modname + ".build-", dir=root))
     os.chmod(tmp, cache.DIR_MODE)

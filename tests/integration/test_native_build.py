@@ -151,6 +151,64 @@ int max_threads(void) { return omp_get_max_threads(); }
     np.testing.assert_allclose(out, np.sqrt(a * a + b * b + c * c), rtol=1e-15)
 
 
+#: A kernel whose slow way is chosen by the test: with ``slow_team`` set, a team of more than one
+#: thread sleeps 20 ms in each thread; otherwise one thread alone does.
+TEAM_CDEF = "void work(double *x, int n, int slow_team); int threads_used(void);"
+TEAM_SOURCE = """
+#include <omp.h>
+#include <time.h>
+static int used;
+void work(double *x, int n, int slow_team) {
+    #pragma omp parallel
+    {
+        int team = omp_get_num_threads();
+        #pragma omp single
+        used = team;
+        if ((team > 1) == (slow_team != 0)) {
+            struct timespec t = {0, 20 * 1000 * 1000};
+            nanosleep(&t, 0);
+        }
+        #pragma omp for
+        for (int i = 0; i < n; i++) x[i] += 1.0;
+    }
+}
+int threads_used(void) { return used; }
+"""
+
+
+@pytest.mark.parametrize("slow_team", [True, False], ids=["team slower", "one thread slower"])
+def test_threads_true_runs_each_call_the_way_measured_faster(cache, slow_team):
+    """A team is not always faster (a busy machine, small calls): each size class of calls gets the
+    way that measured faster, and the caller's OpenMP setting is left as it was."""
+    lib = native.build(TEAM_CDEF, TEAM_SOURCE, threads=True, name="team", lengths={"x": "n"})
+    team = lib.lib._pyguts_omp_get()
+    if team < 2:
+        pytest.skip("needs_cpus: OpenMP offers one thread here (one CPU or OMP_NUM_THREADS=1): nothing to choose")
+    x = np.zeros(1000)
+    trials = 2 * native.team.TRIALS
+    for _ in range(trials + 5):
+        lib.work(x, slow_team=slow_team)
+    assert x[0] == trials + 5
+    want = 1 if slow_team else team
+    assert native.team_choices(lib.work) == {x.nbytes.bit_length(): want}
+    assert lib.threads_used() == want          # the last call ran the faster way
+    assert lib.lib._pyguts_omp_get() == team   # and the thread's setting is restored
+
+
+def test_team_choice_follows_a_change_of_speed(cache):
+    """A choice is tried again now and then: when the other way becomes faster, it is taken."""
+    lib = native.build(TEAM_CDEF, TEAM_SOURCE, threads=True, name="team", lengths={"x": "n"})
+    if lib.lib._pyguts_omp_get() < 2:
+        pytest.skip("needs_cpus: OpenMP offers one thread here (one CPU or OMP_NUM_THREADS=1): nothing to choose")
+    x = np.zeros(10)
+    for _ in range(2 * native.team.TRIALS + 1):
+        lib.work(x, slow_team=True)
+    assert set(native.team_choices(lib.work).values()) == {1}
+    for _ in range(2 * native.team.RETRY + 1):   # the team is now the fast way; a retry finds it
+        lib.work(x, slow_team=False)
+    assert set(native.team_choices(lib.work).values()) == {lib.lib._pyguts_omp_get()}
+
+
 @needs.linked("gsl")
 def test_libraries_are_linked(cache):
     lib = native.build("double gamma5(void);", """

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 
-from pyguts.device import gpu_kernels
+from pyguts.device import gpu_kernels, nvrtc
 from pyguts.device.cai import DevicePointer, from_pointer, pointer, wait_for
 from pyguts.device.families import (ARCHES, DEFAULT_BLOCK, CpuFamily, Kernel, cpu_reference, kernels,
                                     plan, ptx)
@@ -87,6 +87,11 @@ def load(name: str) -> DeviceModule:
     except cupy.cuda.compiler.CompileException as exc:
         raise BuildError(f"NVRTC could not compile gpu_kernels/{name}.cu: {exc}; fix the kernel "
                          f"source (nvcc: pyguts.device.ptx({name!r}) shows the same errors)") from exc
+    except Exception as exc:   # CuPy without its compiler: cuda-pathfinder's DynamicLibNotFoundError
+        if "nvrtc" not in f"{type(exc).__name__} {exc}".lower():
+            raise
+        raise DeviceUnavailable(f"CuPy cannot compile gpu_kernels/{name}.cu: NVRTC is missing "
+                                f"({type(exc).__name__}: {exc}); {nvrtc.FIX_NVRTC}") from exc
     _modules[key] = module = DeviceModule(name, raw, bound)
     return module
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -25,8 +26,8 @@ ATTR_CC_MAJOR, ATTR_CC_MINOR = 75, 76
 NVCC_FALLBACKS = ("/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc")
 
 FIX_DRIVER = "install the NVIDIA driver (it provides libcuda.so.1) on a machine with an NVIDIA GPU"
-FIX_CUPY = ("pip install cupy-cuda12x (CUDA 12) or cupy-cuda13x (CUDA 13), what the extras "
-            "cpython-guts[gpu] and cpython-guts[gpu-cuda13] install; the two CuPy wheels conflict, install one")
+FIX_CUPY = ("pip install 'cupy-cuda12x[ctk]' (CUDA 12) or 'cupy-cuda13x[ctk]' (CUDA 13; [ctk] brings NVRTC), what "
+            "the extras cpython-guts[gpu] and cpython-guts[gpu-cuda13] install; the two CuPy wheels conflict, install one")
 FIX_NVCC = "install the CUDA toolkit (nvcc) or put its bin/ on PATH"
 
 
@@ -142,6 +143,46 @@ def numba_tool() -> Tool:
     return Tool("numba CUDA target", False, f"numba {numba.__version__}: {why}",
                 f"{_fix_for(why)}; without a GPU, set NUMBA_ENABLE_CUDASIM=1 before importing numba "
                 f"to run kernels in the simulator")
+
+
+def nvrtc_tool() -> Tool:
+    """NVRTC (what CuPy's RawModule compiles with) compiling a tiny kernel to PTX: no GPU needed."""
+    from pyguts.device import nvrtc
+    lib, where = nvrtc.library()
+    if lib is None:
+        return Tool("NVRTC", False, where, nvrtc.FIX_NVRTC)
+    major, minor = nvrtc.version()
+    status, ptx, log = nvrtc.compile_ptx(nvrtc.PROBE_SOURCE, "pyguts_probe.cu", ("-arch=compute_80",))
+    if status or ".entry pyguts_probe" not in ptx:
+        return Tool("NVRTC", False, f"NVRTC {major}.{minor} ({where}) fails a tiny compile: status {status}, "
+                                    f"{log.strip()[:200]}", nvrtc.FIX_NVRTC)
+    return Tool("NVRTC", True, f"NVRTC {major}.{minor} compiles ({where})")
+
+
+#: What brings NVVM for numba's CUDA target without a CUDA toolkit.
+FIX_NVVM = ("pip install 'numba-cuda[cu12]' (or 'numba-cuda[cu13]'), as the cpython-guts[gpu] and [gpu-cuda13] "
+            "extras do: it brings NVVM, which numba's deprecated built-in CUDA target finds only in a CUDA toolkit")
+
+
+def nvvm_tool() -> Tool:
+    """numba's CUDA compiler (NVVM) compiling a tiny kernel to PTX for sm_80: no GPU needed."""
+    try:
+        import numba
+        from numba import cuda
+    except Exception as exc:
+        return Tool("NVVM (numba CUDA compiler)", False, f"numba does not import: {exc}", "pip install numba")
+    if numba.config.ENABLE_CUDASIM:
+        return Tool("NVVM (numba CUDA compiler)", True, "not used: the simulator runs kernels (NUMBA_ENABLE_CUDASIM=1)")
+    which = "numba-cuda" if importlib.util.find_spec("numba_cuda") else f"numba {numba.__version__}'s built-in target"
+
+    def probe(x):
+        x[0] = 2.0 * x[0]
+    try:
+        ptx, _ = cuda.compile_ptx(probe, "void(float32[:])", cc=(8, 0))
+    except Exception as exc:   # NvvmSupportError and friends when libNVVM is missing
+        return Tool("NVVM (numba CUDA compiler)", False, f"{which}: {type(exc).__name__}: {str(exc).strip()[:200]}",
+                    FIX_NVVM)
+    return Tool("NVVM (numba CUDA compiler)", ".entry" in ptx, f"{which} compiles a kernel to PTX", "" if ".entry" in ptx else FIX_NVVM)
 
 
 def driver_tools() -> list[Tool]:

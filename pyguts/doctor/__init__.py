@@ -438,7 +438,8 @@ def _table() -> dict[str, list[tuple[str, Callable[[], tuple]]]]:
                       ("Cython", _optional("Cython", "the tour's cython step")),
                       ("cppyy", _optional("cppyy", "the tour's C++ one-liner"))],
         "gpu": [("numba", _numba), ("numba CUDA target", lambda: _from_tool(probe.numba_tool())),
-                ("CuPy", _cupy), *_driver_and_device()],
+                ("NVVM", lambda: _from_tool(probe.nvvm_tool())),
+                ("CuPy", _cupy), ("NVRTC", lambda: _from_tool(probe.nvrtc_tool())), *_driver_and_device()],
         "isolation": [("fork", _fork), ("pidfd", _pidfd), ("isolate round trip", _isolate_round_trip),
                       ("faulthandler", _faulthandler)],
     }

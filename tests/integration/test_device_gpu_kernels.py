@@ -10,7 +10,7 @@ import weakref
 import numpy as np
 import pytest
 
-from pyguts.device import gpu_kernels
+from pyguts.device import gpu_kernels, nvrtc
 from pyguts import device
 from pyguts.device.probe import gpu_reason, nvcc_path
 
@@ -194,59 +194,12 @@ def test_launch_waits_for_the_producer_stream():
 
 # --- NVRTC: the compiler CuPy's RawModule uses on a GPU machine, run here without one -------------
 
-NVRTC_CDEF = """
-typedef struct _nvrtcProgram *nvrtcProgram;
-int nvrtcCreateProgram(nvrtcProgram *prog, const char *src, const char *name, int numHeaders,
-                       const char * const *headers, const char * const *includeNames);
-int nvrtcCompileProgram(nvrtcProgram prog, int numOptions, const char * const *options);
-int nvrtcGetPTXSize(nvrtcProgram prog, size_t *ptxSizeRet);
-int nvrtcGetPTX(nvrtcProgram prog, char *ptx);
-int nvrtcGetProgramLogSize(nvrtcProgram prog, size_t *logSizeRet);
-int nvrtcGetProgramLog(nvrtcProgram prog, char *log);
-int nvrtcDestroyProgram(nvrtcProgram *prog);
-"""
-
-
-def _libnvrtc():
-    """libnvrtc from the nvidia-cuda-nvrtc-cu12 wheel (`make test` installs it: pip install -e .[test,nvrtc])."""
-    import ctypes.util
-    import importlib.util
-    import pathlib
-
-    # find_spec of a submodule imports its parent: without any nvidia-* wheel, "nvidia" is missing.
-    spec = importlib.util.find_spec("nvidia.cuda_nvrtc") if importlib.util.find_spec("nvidia") else None
-    found = [p for d in (spec.submodule_search_locations if spec else ()) for p in pathlib.Path(d).glob("lib/libnvrtc.so*")]
-    path = str(found[0]) if found else ctypes.util.find_library("nvrtc")
-    if path is None:
-        pytest.skip("needs_nvrtc: libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12, the nvrtc extra)")
-    import cffi
-
-    ffi = cffi.FFI()
-    ffi.cdef(NVRTC_CDEF)
-    return ffi, ffi.dlopen(path)
-
-
 def _nvrtc_compile(source: str, name: str, options) -> tuple[int, str, str]:
-    """(status, PTX, log) of NVRTC compiling ``source`` with ``options``."""
-    ffi, lib = _libnvrtc()
-    prog = ffi.new("nvrtcProgram *")
-    assert lib.nvrtcCreateProgram(prog, source.encode(), name.encode(), 0, ffi.NULL, ffi.NULL) == 0
-    try:
-        keep = [ffi.new("char[]", o.encode()) for o in options]
-        status = lib.nvrtcCompileProgram(prog[0], len(keep), ffi.new("const char *[]", keep))
-        size = ffi.new("size_t *")
-        lib.nvrtcGetProgramLogSize(prog[0], size)
-        log = ffi.new("char[]", size[0])
-        lib.nvrtcGetProgramLog(prog[0], log)
-        ptx = ""
-        if status == 0:
-            lib.nvrtcGetPTXSize(prog[0], size)
-            buf = ffi.new("char[]", size[0])
-            lib.nvrtcGetPTX(prog[0], buf)
-            ptx = ffi.string(buf).decode()
-        return status, ptx, ffi.string(log).decode(errors="replace")
-    finally:
-        lib.nvrtcDestroyProgram(prog)
+    """(status, PTX, log) of NVRTC compiling ``source`` (pyguts.device.nvrtc, as doctor runs it)."""
+    lib, why = nvrtc.library()
+    if lib is None:
+        pytest.skip(f"needs_nvrtc: {why} (pip install nvidia-cuda-nvrtc-cu12, the nvrtc extra)")
+    return nvrtc.compile_ptx(source, name, tuple(options))
 
 
 @pytest.mark.parametrize("family", FAMILIES)

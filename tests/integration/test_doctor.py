@@ -22,7 +22,7 @@ EXPECTED = {
     "compilers": ["gcc", "g++", "nvcc"],
     "allocators": ["jemalloc", "mimalloc", "tcmalloc", "libc", "mmap", "mmap-huge", "jemalloc TLS fix"],
     "libraries": ["libgsl", "libgslcblas", "Cython", "cppyy"],
-    "gpu": ["numba", "numba CUDA target", "CuPy", "driver", "device"],
+    "gpu": ["numba", "numba CUDA target", "NVVM", "CuPy", "NVRTC", "driver", "device"],
     "isolation": ["fork", "pidfd", "isolate round trip", "faulthandler"],
 }
 ALL_NAMES = [name for names in EXPECTED.values() for name in names]
@@ -218,3 +218,31 @@ def test_import_pyguts_survives_a_layout_mismatch_but_nothing_reads_memory():
     assert "refused: pyguts.view is unavailable: " in done.stdout and "bytes.__basicsize__" in done.stdout
     assert "pyguts.objects.memory refused too" in done.stdout
     assert "core BROKEN" in done.stdout.splitlines()[-1]
+
+
+def test_nvrtc_and_nvvm_rows_compile_for_real_and_name_the_extra_when_missing(monkeypatch):
+    """CuPy's wheels leave NVRTC out and numba's built-in CUDA target finds NVVM only in a toolkit:
+    doctor compiles a tiny kernel with each, and says which extra brings what is missing."""
+    from pyguts.device import nvrtc, probe
+
+    tool = probe.nvrtc_tool()
+    if nvrtc.library()[0] is not None:   # `make test` installs it (the nvrtc extra)
+        assert tool.ok and tool.detail.startswith("NVRTC ") and "compiles" in tool.detail, tool
+    monkeypatch.setattr(nvrtc, "candidates", lambda: [])
+    nvrtc.library.cache_clear()
+    try:
+        missing = probe.nvrtc_tool()
+    finally:
+        nvrtc.library.cache_clear()
+    assert not missing.ok and "no libnvrtc found" in missing.detail and "cupy-cuda12x[ctk]" in missing.fix
+
+    import numba
+    from numba import cuda
+
+    monkeypatch.setattr(numba.config, "ENABLE_CUDASIM", 0)   # (another test may have switched the simulator on)
+
+    def no_nvvm(*args, **kwargs):
+        raise RuntimeError("libNVVM cannot be found. Do `conda install cudatoolkit`")
+    monkeypatch.setattr(cuda, "compile_ptx", no_nvvm)
+    broken = probe.nvvm_tool()
+    assert not broken.ok and "libNVVM cannot be found" in broken.detail and "numba-cuda[cu12]" in broken.fix

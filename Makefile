@@ -23,7 +23,7 @@ PIP := pip --disable-pip-version-check --quiet
 # The distribution was called pyguts before cpython-guts: a venv from then keeps a second editable entry.
 UNINSTALL_OLD := $(PIP) uninstall -y pyguts >/dev/null 2>&1 || true
 
-.PHONY: tour test test-default test-versions test-current test-forked bench setup system clean
+.PHONY: tour test test-default test-versions test-current test-forked bench gpu-check setup system clean
 
 tour: $(BIN)/.installed
 	$(BIN)/pyguts tour
@@ -99,6 +99,15 @@ bench: $(BIN)/.installed $(FORKED_VENV)/.installed
 	  echo "== peers on CPython $$ver"; \
 	  $$venv/bin/python benchmarks/run.py peers; \
 	done
+
+# The whole GPU story in one command, on the machine at hand: doctor, pytest -m gpu, the tour's cuda and
+# numba steps, a bandwidth benchmark of every path against a device-to-device copy, the kernels' SASS;
+# report in $OUT/gpu_report.txt (default gpu_check_out/). Without a GPU each step says "no device" and it
+# exits 0. It installs nothing from a registry on the GPU machine (none there): .gpukit/ carries the few
+# wheels it lacks, prepared here once (`bash .ci/gpu_check.sh --prepare .`, done below when missing).
+gpu-check:
+	@[ -d .gpukit/whl ] || bash .ci/gpu_check.sh --prepare . >/dev/null || echo "gpu-check: could not prepare .gpukit/ (no registry?): going on without it"
+	bash .ci/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) $(VENVS) $(STAMPS) build *.egg-info

@@ -14,8 +14,10 @@ it grew in each of the last ``runs`` windows without its slope falling below hal
 so past ``LEAK_CALLS`` measured calls (caches that fill — re's 512 patterns, sqlite's cursor lists,
 an ``lru_cache`` — stop before). Fds and memory past 64 MiB are judged sooner, so the check never
 exhausts the process. Resident memory never decides alone, nor does timing: the time ``budget``
-only ends the check, as *undecided* with what to raise. When memory leaks, one extra tracemalloc
-window names the allocation sites.
+only ends the check, as *undecided* with what to raise. The budget counts the CPU time of the thread
+that calls the function (wall time divided by ``WALL_SLACK`` when that is more: a function that waits
+or hands its work to other threads), so other processes on a busy machine do not spend it: the same
+windows, the same verdict. When memory leaks, one extra tracemalloc window names the allocation sites.
 
 >>> import pyguts.leaks
 >>> kept = []
@@ -53,6 +55,10 @@ __all__ = ["check", "LeakReport", "Interrupted", "DEFAULT_BUDGET_S"]
 DEFAULT_RUNS = 3
 #: Seconds a check may take before it ends undecided (warm-up included).
 DEFAULT_BUDGET_S = 2.0
+#: The budget is CPU time of the calling thread, or wall time / WALL_SLACK when that is more: a check of
+#: a function that sleeps, waits or hands its work to other threads ends within WALL_SLACK budgets of
+#: wall time; one that computes, within one budget of its own CPU time however busy the machine is.
+WALL_SLACK = 2
 #: The first window lasts about this long: ROUND_TARGET_NS / time of one call, within [1, MAX_FIRST_WINDOW].
 ROUND_TARGET_NS = 1_000_000
 MAX_FIRST_WINDOW = 64
@@ -118,7 +124,8 @@ def check(fn: Callable, /, *args, runs: int | None = None, warmup: int | None = 
     ``runs``: consecutive windows that must all grow, keeping their slope, for a leak (default 3);
     ``warmup``: calls before measuring (default: at least 8, enough for allocator caches to fill);
     ``watch``: more objects whose refcounts to follow (every live object's are swept anyway, these
-    are named first); ``budget``: seconds the check may take (default 2.0) before it ends undecided;
+    are named first); ``budget``: seconds the check may take (default 2.0) before it ends undecided,
+    counted in CPU time of this thread (wall time / ``WALL_SLACK`` where that is more);
     ``progress``: called with the partial report after every window. Exceptions raised by ``fn``
     propagate; Ctrl-C raises :class:`Interrupted` carrying the partial report.
 
@@ -141,11 +148,10 @@ def check(fn: Callable, /, *args, runs: int | None = None, warmup: int | None = 
     budget = DEFAULT_BUDGET_S if budget is None else budget
     if not isinstance(budget, (int, float)) or not budget > 0:
         raise ValueError(f"budget must be a positive number of seconds, got {budget!r}; pass e.g. budget=5")
-    started_ns = time.perf_counter_ns()
     gc_was_enabled = gc.isenabled()
     gc.disable()   # automatic collections would move our survivors out of generation 1
     try:
-        session = _Session(fn, args, kwargs, runs, started_ns, started_ns + int(budget * 1e9))
+        session = _Session(fn, args, kwargs, runs, int(budget * 1e9))
         try:
             session.warm_up(warmup, watch)
             return session.measure(progress)
@@ -186,9 +192,10 @@ def judge(windows: list, deltas: list, floor: float, runs: int, leak_calls: int,
 class _Session:
     """State of one check: the watched objects (released at the end) and the per-window history."""
 
-    def __init__(self, fn, args, kwargs, runs: int, started_ns: int, deadline_ns: int):
+    def __init__(self, fn, args, kwargs, runs: int, budget_ns: int):
         self.fn, self.args, self.kwargs, self.runs = fn, args, kwargs, runs
-        self.started_ns, self.deadline_ns = started_ns, deadline_ns
+        self.budget_ns = budget_ns
+        self.started_ns, self.cpu0_ns = time.perf_counter_ns(), time.thread_time_ns()
         self.watched: list = []
         self.population: list = []            # every other live object whose refcount is swept
         self.sweeps: list = [None, None, None]   # (measured calls, per-object refcounts) of the last three sweeps
@@ -210,13 +217,17 @@ class _Session:
         self.leaked_windows = 0                # consecutive windows that ended with a leaking signal
         self.not_confirmed: list = []          # leaking signals whose growth the confirmation did not show
 
+    def _spent_ns(self) -> int:
+        """Budget spent so far: this thread's CPU time, or wall time / WALL_SLACK when that is more."""
+        return max(time.thread_time_ns() - self.cpu0_ns, (time.perf_counter_ns() - self.started_ns) // WALL_SLACK)
+
     # -- phases -----------------------------------------------------------------------------------
 
     def warm_up(self, warmup: int | None, watch) -> None:
         fn, args, kwargs = self.fn, self.args, self.kwargs
-        t0 = time.perf_counter_ns()
+        t0 = self._spent_ns()
         result = fn(*args, **kwargs)
-        self.call_ns = max(time.perf_counter_ns() - t0, 1)
+        self.call_ns = max(self._spent_ns() - t0, 1)
         result_type = type(result)
         del result
         self.calls = 1
@@ -258,14 +269,14 @@ class _Session:
         k = self.k
         try:
             while True:
-                t0 = time.perf_counter_ns()
+                t0 = self._spent_ns()
                 w = min(k + self.jitter.randrange(k // 2 + 1), self._fd_room_calls())
                 raw = self._round(w, self.sweeping)
                 self._record(w, raw)
                 del raw
-                self.call_ns = max(1, (time.perf_counter_ns() - t0) // w)
+                self.call_ns = max(1, (self._spent_ns() - t0) // w)
                 k *= 2
-                self.at_budget = time.perf_counter_ns() + 3 * k // 2 * self.call_ns > self.deadline_ns
+                self.at_budget = self._spent_ns() + 3 * k // 2 * self.call_ns > self.budget_ns
                 self._update_states()
                 if self._done() and not self.sweeping and not self.at_budget and self.leaked_windows == 0:
                     # Every other signal settled clean: did any live object's refcount grow since the
@@ -306,8 +317,7 @@ class _Session:
         fn, args, kwargs, slots, jitter = self.fn, self.args, self.kwargs, self.slots, self.jitter
         # Twice the last window, unless that overruns the budget by more than half of it: then fewer
         # calls, and a leak they cannot confirm is undecided rather than clean.
-        budget_ns = self.deadline_ns - self.started_ns
-        affordable = (self.deadline_ns + budget_ns // 2 - time.perf_counter_ns()) // (3 * self.call_ns // 2 or 1)
+        affordable = (3 * self.budget_ns // 2 - self._spent_ns()) // (3 * self.call_ns // 2 or 1)
         # (Parts are lengthened by up to half: two thirds of the fd room keeps them within it.)
         total = max(CONFIRM_PARTS, min(2 * self.windows[-1], affordable, 2 * self._fd_room_calls() // 3))
         short = total < 2 * self.windows[-1]
@@ -496,7 +506,7 @@ class _Session:
     def _locate(self) -> tuple:
         """One tracemalloc window as long as the last (what is left of the budget allowing, tracing
         slowing calls down ~5x, at least 64 calls): where the kept memory was allocated, per call."""
-        left_calls = (self.deadline_ns - time.perf_counter_ns()) // (5 * self.call_ns)
+        left_calls = (self.budget_ns - self._spent_ns()) // (5 * self.call_ns)
         k = max(min(self.windows[-1], left_calls), min(self.windows[-1], 64))
         was_tracing = tracemalloc.is_tracing()
         if not was_tracing:
@@ -591,7 +601,7 @@ class _Session:
     def _notes(self, leaking: bool, decided: bool, kinds: list, sites: tuple, n: int) -> list:
         notes = []
         windows, states = self.windows, self.states
-        budget_s = (self.deadline_ns - self.started_ns) / 1e9
+        budget_s = self.budget_ns / 1e9
         if self.interrupted:
             notes.append(f"interrupted after {n} measured calls: a partial report, no verdict")
         elif not decided:

@@ -35,7 +35,8 @@ def register(sub) -> argparse.ArgumentParser:
                         help="an importable module and a callable in it that takes no arguments, "
                              "e.g. mypkg.samples:parse_one (the current directory is importable)")
     parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
-                        help="seconds the check may take before it ends undecided (default 2)")
+                        help="seconds the check may take before it ends undecided (default 2), in CPU time "
+                             "of the calling thread (half the wall time where that is more)")
     parser.add_argument("--runs", type=int, default=None, metavar="N",
                         help="consecutive windows that must all grow, keeping their slope, for a leak (default 3)")
     parser.add_argument("--warmup", type=int, default=None, metavar="CALLS",
@@ -113,7 +114,7 @@ class _Progress:
             return
         self.next_s = now + PROGRESS_EVERY_S
         line = (f"pyguts leaks: {report.function}: {report.calls} calls in {report.elapsed_ms / 1000:.1f} s "
-                f"of a {self.budget_s:g} s budget")
+                f"of a {self.budget_s:g} s budget of CPU time")
         if report.evidence:
             line += f"; growing so far: {report.evidence}"
         _print(line, sys.stderr)

@@ -228,5 +228,8 @@ def from_pointer(ptr: Any, shape: Any, dtype: Any, owner: Any, *, strides: Any =
     cupy = require_cupy()
     if isinstance(ptr, DevicePointer):
         wait_for(ptr, cupy)  # the exporter's stream (CAI v3) must be done before CuPy reads
-    memory = cupy.cuda.UnownedMemory(addr, extent, owner)
+    # An empty array may sit at address 0, where CuPy cannot ask the driver which device holds it
+    # (it would raise): any device will do for no bytes, so the current one is named.
+    device_id = cupy.cuda.runtime.getDevice() if addr == 0 else None
+    memory = cupy.cuda.UnownedMemory(addr, extent, owner, device_id)
     return cupy.ndarray(shape, dtype, cupy.cuda.MemoryPointer(memory, 0), strides=strides)

@@ -77,7 +77,8 @@ def run(h) -> None:
         del x, y
     count = (64 << 10) // 8
     h.compare("alloc owned empty 64 KiB", ("np.empty", lambda: np.empty(count)),
-              {f"alloc.empty {name}": (lambda name=name: alloc.empty(count, allocator=name)) for name in names})
+              {f"alloc.empty {name}": (lambda name=name: alloc.empty(count, allocator=name)) for name in names},
+              goal={f"alloc.empty {name}": None if name in NO_GOAL else 3.0 for name in names})
 
     def install(name=names[0]):
         with alloc.use(name):

@@ -3,10 +3,8 @@
 ``pyguts doctor`` compiles a tiny kernel with it, and the tests compile every ``gpu_kernels/``
 source with it exactly as :func:`pyguts.device.load` would on a GPU machine. The library comes
 from the NVIDIA wheels (``nvidia-cuda-nvrtc``: CuPy's ``[ctk]`` extra, or pyguts' ``nvrtc`` extra),
-a CUDA toolkit, or the loader's path.
-
->>> status, ptx, log = compile_ptx('extern "C" __global__ void k(float *x) { x[0] = 1.0f; }', "k.cu",
-...                                ("-arch=compute_80",))   # doctest: +SKIP
+a CUDA toolkit, or the loader's path. ``compile_ptx(source, name, options)`` returns NVRTC's
+status (0: compiled), the PTX and the compiler's log.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ def candidates() -> list[str]:
     for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
         if home:
             found += sorted(pathlib.Path(home).glob("lib64/libnvrtc.so.*"), reverse=True)
-    paths = [str(p) for p in found if not p.name.endswith(".alt.so") and "builtins" not in p.name]
+    paths = [str(p) for p in found]
     system = ctypes.util.find_library("nvrtc")
     return list(dict.fromkeys(paths + ([system] if system else [])))
 

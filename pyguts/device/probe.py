@@ -182,7 +182,9 @@ def nvvm_tool() -> Tool:
     except Exception as exc:   # NvvmSupportError and friends when libNVVM is missing
         return Tool("NVVM (numba CUDA compiler)", False, f"{which}: {type(exc).__name__}: {str(exc).strip()[:200]}",
                     FIX_NVVM)
-    return Tool("NVVM (numba CUDA compiler)", ".entry" in ptx, f"{which} compiles a kernel to PTX", "" if ".entry" in ptx else FIX_NVVM)
+    ok = ".entry" in ptx
+    return Tool("NVVM (numba CUDA compiler)", ok, f"{which} {'compiles' if ok else 'gives no kernel in'} PTX",
+                "" if ok else FIX_NVVM)
 
 
 def driver_tools() -> list[Tool]:

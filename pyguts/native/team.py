@@ -10,7 +10,8 @@ size class (the bytes of its array arguments, by power of two), the times of bot
   faster (by its best time) is used;
 - now and then the other way runs once more, to follow a machine whose load changes: after
   ``RETRY`` calls, then twice as many after each retry that confirms the choice (up to
-  ``RETRY_MAX``), back to ``RETRY`` after a switch.
+  ``RETRY_MAX``), back to ``RETRY`` after a switch. The retry's one time is compared with the best
+  of the chosen way's last ``TRIALS`` calls, so a choice only changes for a way faster now.
 
 The team size is set with ``omp_set_num_threads`` just for the call and restored after it, so other
 OpenMP code on the thread keeps its own setting. ``team_choices(fn)`` says what was chosen.

@@ -12,7 +12,8 @@ jemalloc gets the knobs numpy's default (glibc) behaviour calls for, scoped to p
   Freed blocks now follow the arena's decay (jemalloc's default: back to the OS within ~10 s), as
   glibc keeps freed blocks under its mmap threshold for reuse;
 - ``tcache_max:131072`` (:data:`JEMALLOC_CONF`): blocks up to glibc's first mmap threshold are
-  cached per thread (jemalloc's default stops at 32 KiB; a 64 KiB ``np.empty`` ran 2.5x numpy's).
+  cached per thread (jemalloc's default stops at 32 KiB; a 64 KiB ``np.empty`` ran 2.5x numpy's;
+  Debian sid's 5.3.1 snapshot takes the option but still reports ``opt.tcache_max`` as 32 KiB).
   A start-up option, set only while pyguts itself first loads the library; a ``MALLOC_CONF`` of the
   user's comes after it and wins, and a jemalloc already running (``LD_PRELOAD``) keeps its own.
 
@@ -24,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
@@ -185,15 +187,14 @@ _LOADED: dict[str, Allocator] = {}  # kept forever: handlers and arrays point in
 _LOCK = threading.Lock()
 
 
-def _dlopen(spec: Spec, soname: str) -> ctypes.CDLL:
-    """dlopen ``soname``; jemalloc with :data:`JEMALLOC_CONF` in ``MALLOC_CONF`` while its constructor
-    reads it (the user's own ``MALLOC_CONF`` after ours, so theirs wins), restored at once."""
-    if spec.family != shim.FAMILY_JEMALLOC:
-        return ctypes.CDLL(soname, mode=ctypes.RTLD_LOCAL)
+@contextlib.contextmanager
+def _jemalloc_conf():
+    """:data:`JEMALLOC_CONF` in ``MALLOC_CONF`` (the user's own after it, so theirs wins) while jemalloc
+    starts: at dlopen (its constructor) or at its first call, whichever the build does; restored after."""
     users = os.environ.get("MALLOC_CONF")
     os.environ["MALLOC_CONF"] = ",".join(filter(None, (JEMALLOC_CONF, users)))
     try:
-        return ctypes.CDLL(soname, mode=ctypes.RTLD_LOCAL)
+        yield
     finally:
         if users is None:
             del os.environ["MALLOC_CONF"]
@@ -224,7 +225,7 @@ def _open(spec: Spec) -> tuple[ctypes.CDLL | None, str | None]:
     sonames = list(dict.fromkeys(soname for soname, _ in spec.candidates()))
     for soname in sonames:
         try:
-            return _dlopen(spec, soname), soname
+            return ctypes.CDLL(soname, mode=ctypes.RTLD_LOCAL), soname
         except OSError as exc:
             text = str(exc)
             if "static TLS" in text:
@@ -241,7 +242,15 @@ def _open(spec: Spec) -> tuple[ctypes.CDLL | None, str | None]:
 
 
 def _load_spec(spec: Spec) -> Allocator:
-    library, soname = _open(spec)
+    if spec.family != shim.FAMILY_JEMALLOC:
+        return _load_opened(spec, *_open(spec), arena=None)
+    with _jemalloc_conf():   # (arenas.create is jemalloc's first call: it has started by its end)
+        library, soname = _open(spec)
+        arena = _jemalloc_arena(library)
+    return _load_opened(spec, library, soname, arena)
+
+
+def _load_opened(spec: Spec, library: ctypes.CDLL | None, soname: str | None, arena: int | None) -> Allocator:
     addrs = {}
     for role in _MALLOC_ROLES:
         sym = spec.symbols.get(role)
@@ -254,7 +263,6 @@ def _load_spec(spec: Spec) -> Allocator:
             raise AllocatorUnavailable(
                 f"allocator {spec.name!r} needs symbol {sym!r} in {soname}, which lacks it; "
                 f"{spec.install_hint()} (a current release) or pick another allocator") from exc
-    arena = _jemalloc_arena(library) if spec.family == shim.FAMILY_JEMALLOC else None
     flags = 0 if arena is None else (arena + 1) << _MALLOCX_ARENA_SHIFT
     ctx = shim.shim().pg_ctx_new(*(addrs[r] or 0 for r in _MALLOC_ROLES), spec.family, int(spec.huge), flags)
     if not ctx:

@@ -155,7 +155,7 @@ def nvrtc_tool() -> Tool:
     status, ptx, log = nvrtc.compile_ptx(nvrtc.PROBE_SOURCE, "pyguts_probe.cu", ("-arch=compute_80",))
     if status or ".entry pyguts_probe" not in ptx:
         return Tool("NVRTC", False, f"NVRTC {major}.{minor} ({where}) fails a tiny compile: status {status}, "
-                                    f"{log.strip()[:200]}", nvrtc.FIX_NVRTC)
+                                    f"{' '.join(log.split())[:200]}", nvrtc.FIX_NVRTC)
     return Tool("NVRTC", True, f"NVRTC {major}.{minor} compiles ({where})")
 
 
@@ -180,8 +180,8 @@ def nvvm_tool() -> Tool:
     try:
         ptx, _ = cuda.compile_ptx(probe, "void(float32[:])", cc=(8, 0))
     except Exception as exc:   # NvvmSupportError and friends when libNVVM is missing
-        return Tool("NVVM (numba CUDA compiler)", False, f"{which}: {type(exc).__name__}: {str(exc).strip()[:200]}",
-                    FIX_NVVM)
+        why = " ".join(str(exc).split())[:200]   # one line: numba's messages span several
+        return Tool("NVVM (numba CUDA compiler)", False, f"{which}: {type(exc).__name__}: {why}", FIX_NVVM)
     ok = ".entry" in ptx
     return Tool("NVVM (numba CUDA compiler)", ok, f"{which} {'compiles' if ok else 'gives no kernel in'} PTX",
                 "" if ok else FIX_NVVM)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -80,24 +81,26 @@ def test_ensure_static_tls_restarts_a_script_once_so_jemalloc_loads():
 
 
 _CONF_PROBE = """
-import ctypes, json, os
+import json, os
 import pyguts.alloc as alloc
 alloc.load("jemalloc")
-print(json.dumps([alloc.mallctl("opt.tcache_max"), os.environ.get("MALLOC_CONF")]))
+print(json.dumps(os.environ.get("MALLOC_CONF")))
 """
 
 
-@pytest.mark.parametrize("users, running, tcache_max", [
-    (None, False, 131072),                   # pyguts' start-up option, set only while jemalloc loads
-    ("tcache_max:65536", False, 65536),      # the user's MALLOC_CONF comes after it and wins
-    (None, True, 32768),                     # a jemalloc already running keeps its own (default) options
+@pytest.mark.parametrize("users, running, applied", [
+    ("confirm_conf:true", False, ["tcache_max:131072", "confirm_conf:true"]),   # pyguts' option, then the user's
+    ("confirm_conf:true,tcache_max:65536", False, ["tcache_max:131072", "confirm_conf:true", "tcache_max:65536"]),
+    ("confirm_conf:true", True, ["confirm_conf:true"]),   # a jemalloc already running keeps its own options
 ], ids=["pyguts' option", "the user's MALLOC_CONF wins", "LD_PRELOADed jemalloc untouched"])
-def test_jemalloc_start_up_options_for_pyguts_own_jemalloc_only(users, running, tcache_max):
+def test_jemalloc_start_up_options_for_pyguts_own_jemalloc_only(users, running, applied):
+    """jemalloc applies its MALLOC_CONF settings in order (the last wins) and, with confirm_conf,
+    says so on stderr as it starts: pyguts' option goes first, and only into a jemalloc it starts."""
     env = {k: v for k, v in static_tls_environ().items() if k not in ("MALLOC_CONF", "LD_PRELOAD")}
-    if users:
-        env["MALLOC_CONF"] = users
+    env["MALLOC_CONF"] = users
     if running:
         env["LD_PRELOAD"] = "libjemalloc.so.2"
     proc = subprocess.run([sys.executable, "-c", _CONF_PROBE], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == [tcache_max, users]   # and MALLOC_CONF is as the user left it
+    assert json.loads(proc.stdout) == users   # MALLOC_CONF is as the user left it
+    assert re.findall(r"-- Set conf value: (\S+)", proc.stderr) == applied, proc.stderr

@@ -111,6 +111,9 @@ class Spec:
     symbols: dict[str, str] = field(default_factory=dict)  # role -> symbol
     huge: bool = False
     doc: str = ""
+    #: Its calloc clears reused memory with memset: pyguts clears blocks of 32 MiB and more by giving
+    #: their pages back instead (shim.c, pg_lazy_zero), as numpy's default gets fresh pages there.
+    lazy_zero: bool = False
     #: Other (soname, Debian package) pairs that serve too, tried in order after ``soname``.
     also: tuple[tuple[str, str], ...] = ()
 
@@ -138,11 +141,12 @@ SPECS: dict[str, Spec] = {spec.name: spec for spec in (
     Spec("mimalloc", "libmimalloc.so.3", "libmimalloc3", shim.FAMILY_MIMALLOC,
          dict(malloc="mi_malloc", calloc="mi_calloc", realloc="mi_realloc", free="mi_free",
               memalign="mi_aligned_alloc", zalign="mi_zalloc_aligned", process_info="mi_process_info"),
-         doc="Microsoft mimalloc (3 or 2)", also=(("libmimalloc.so.2", "libmimalloc2.0"),)),
+         doc="Microsoft mimalloc (3 or 2)", also=(("libmimalloc.so.2", "libmimalloc2.0"),), lazy_zero=True),
     Spec("tcmalloc", "libtcmalloc_minimal.so.4", "libtcmalloc-minimal4", shim.FAMILY_PLAIN,
          dict(malloc="tc_malloc", calloc="tc_calloc", realloc="tc_realloc", free="tc_free",
               memalign="tc_memalign", numeric_property="MallocExtension_GetNumericProperty"),
-         doc="gperftools tcmalloc_minimal", also=(("libtcmalloc_minimal.so.4", "libtcmalloc-minimal4t64"),)),
+         doc="gperftools tcmalloc_minimal", also=(("libtcmalloc_minimal.so.4", "libtcmalloc-minimal4t64"),),
+         lazy_zero=True),
     Spec("libc", "libc.so.6", "libc6", shim.FAMILY_PLAIN,
          dict(malloc="malloc", calloc="calloc", realloc="realloc", free="free",
               memalign="aligned_alloc", mallinfo2="mallinfo2"),
@@ -264,7 +268,8 @@ def _load_opened(spec: Spec, library: ctypes.CDLL | None, soname: str | None, ar
                 f"allocator {spec.name!r} needs symbol {sym!r} in {soname}, which lacks it; "
                 f"{spec.install_hint()} (a current release) or pick another allocator") from exc
     flags = 0 if arena is None else (arena + 1) << _MALLOCX_ARENA_SHIFT
-    ctx = shim.shim().pg_ctx_new(*(addrs[r] or 0 for r in _MALLOC_ROLES), spec.family, int(spec.huge), flags)
+    ctx = shim.shim().pg_ctx_new(*(addrs[r] or 0 for r in _MALLOC_ROLES), spec.family, int(spec.huge), flags,
+                                 int(spec.lazy_zero))
     if not ctx:
         raise MemoryError(f"allocating the pyguts context for {spec.name!r} failed")
     return Allocator(spec.name, spec, library, ctx, soname, arena)

@@ -11,7 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define PG_ABI_VERSION 6   /* pyguts.alloc.shim.ABI_VERSION reads it from here */
+#define PG_ABI_VERSION 7   /* pyguts.alloc.shim.ABI_VERSION reads it from here */
 enum { PG_PLAIN = 0, PG_JEMALLOC = 1, PG_MIMALLOC = 2, PG_MMAP = 3 };
 /* PG_AINC for counters also touched by pg_owned_* and the mmap helpers, which cffi calls with
    the GIL released; PG_INC for handler-only counters (numpy holds the GIL around them). */
@@ -38,6 +38,7 @@ typedef struct {
     int family;
     int flags;                              /* jemalloc: mallocx/rallocx flags (pyguts' own arena) */
     int huge;                               /* mmap: madvise(MADV_HUGEPAGE) */
+    int lazy_zero;                          /* clear huge blocks with pg_lazy_zero, not the library */
     uint64_t counts[8];                     /* see COUNTER_NAMES */
     pg_bucket cache[PG_CACHE_MAX / PG_CACHE_STEP + 1];
 } pg_ctx;
@@ -196,6 +197,30 @@ static void *h_malloc(void *ctx, size_t n) {
     return p;
 }
 
+/* Zeroing a huge block without touching it: numpy's default calloc gets fresh pages from the kernel
+   there (glibc maps every block above its largest mmap threshold, 32 MiB), zero-filled on first touch;
+   mimalloc and tcmalloc hand back freed memory and clear it with memset, which faulted all 256 MiB in
+   for every np.zeros (13,000x numpy's time). So for them (ctx->lazy_zero), from that size on, the
+   block is taken uncleared and its whole pages are given back (MADV_DONTNEED on private anonymous
+   memory: they read as zero and are faulted in on first touch, as numpy's are); the partial pages at
+   either end are cleared. glibc maps such blocks fresh and jemalloc knows when its pages are fresh:
+   their own calloc is left to it. */
+#define PG_LAZY_ZERO_MIN ((size_t)32 << 20)
+
+static void *pg_lazy_zero(void *p, size_t n) {
+    if (!p) return p;
+    size_t page = pg_page();
+    char *start = p, *end = start + n;
+    char *first = (char *)pg_round((uintptr_t)start, page), *last = (char *)((uintptr_t)end / page * page);
+    if (last <= first || madvise(first, (size_t)(last - first), MADV_DONTNEED)) {
+        memset(p, 0, n);   /* no whole page, or refused: clear it all */
+        return p;
+    }
+    memset(start, 0, (size_t)(first - start));
+    memset(last, 0, (size_t)(end - last));
+    return p;
+}
+
 static void *h_calloc(void *ctx, size_t nelem, size_t elsize) {
     pg_ctx *c = ctx;
     void *p;
@@ -206,7 +231,8 @@ static void *h_calloc(void *ctx, size_t nelem, size_t elsize) {
         p = cache_take(c, n);
         if (p) memset(p, 0, n);
         else p = lib_malloc(c, pg_round(n ? n : 1, PG_CACHE_STEP), 1);
-    } else p = pg_advise(lib_malloc(c, n, 1), n);
+    } else if (n >= PG_LAZY_ZERO_MIN && c->lazy_zero) p = pg_advise(pg_lazy_zero(lib_malloc(c, n, 0), n), n);
+    else p = pg_advise(lib_malloc(c, n, 1), n);
     if (p) PG_INC(c->counts[0], 1);
     return p;
 }
@@ -233,7 +259,7 @@ static void h_free(void *ctx, void *ptr, size_t n) {
 uintptr_t pg_capsule_name_addr(void) { return (uintptr_t)pg_capsule_name; }
 
 uintptr_t pg_ctx_new(uintptr_t m, uintptr_t ca, uintptr_t re, uintptr_t fr, uintptr_t al,
-                     uintptr_t za, int family, int huge, int flags) {
+                     uintptr_t za, int family, int huge, int flags, int lazy_zero) {
     pg_ctx *c = calloc(1, sizeof *c);
     if (!c) return 0;
     c->malloc_fn = (void *(*)(size_t))m;
@@ -245,6 +271,7 @@ uintptr_t pg_ctx_new(uintptr_t m, uintptr_t ca, uintptr_t re, uintptr_t fr, uint
     c->family = family;
     c->huge = huge;
     c->flags = flags;
+    c->lazy_zero = lazy_zero;
     return (uintptr_t)c;
 }
 
@@ -271,6 +298,8 @@ uintptr_t pg_owned_alloc(uintptr_t ctx, size_t nbytes, size_t align, int zero) {
     pg_ctx *c = (pg_ctx *)ctx;
     size_t n = nbytes ? nbytes : 1;
     void *p;
+    int lazy = zero && n >= PG_LAZY_ZERO_MIN && c->lazy_zero;
+    if (lazy) zero = 0;   /* cleared below without touching the pages (pg_lazy_zero) */
     switch (c->family) {
     case PG_MMAP:
         p = pg_map(c, n, align);
@@ -289,6 +318,7 @@ uintptr_t pg_owned_alloc(uintptr_t ctx, size_t nbytes, size_t align, int zero) {
             if (p && zero) memset(p, 0, n);
         }
     }
+    if (lazy) pg_lazy_zero(p, n);
     if (p) {
         PG_AINC(c->counts[3], 1);
         PG_AINC(c->counts[5], n);

@@ -37,7 +37,8 @@ CDEF = """
 int pg_abi_version(void);
 uintptr_t pg_capsule_name_addr(void);
 uintptr_t pg_ctx_new(uintptr_t malloc_fn, uintptr_t calloc_fn, uintptr_t realloc_fn, uintptr_t free_fn,
-                     uintptr_t memalign_fn, uintptr_t zalign_fn, int family, int huge, int flags);
+                     uintptr_t memalign_fn, uintptr_t zalign_fn, int family, int huge, int flags,
+                     int lazy_zero);
 uintptr_t pg_handler_new(const char *name, uintptr_t ctx);
 void pg_ctx_counts(uintptr_t ctx, uint64_t *out);
 uintptr_t pg_owned_alloc(uintptr_t ctx, size_t nbytes, size_t align, int zero);

@@ -102,13 +102,23 @@ def test_the_alignment_promise_holds_for_random_sizes(name, zero):
     assert not wrong, wrong[:10]
 
 
-def test_zeros_are_zero_even_after_dirty_reuse(name):
+@pytest.mark.parametrize("nbytes", [4096, (48 << 20) + 4099], ids=["4 KiB", "48 MiB, unaligned"])
+def test_zeros_are_zero_even_after_dirty_reuse(name, nbytes):
+    """Blocks of 32 MiB and more are cleared by giving their whole pages back (MADV_DONTNEED) and
+    clearing the partial pages at the ends: every byte must read zero, through both paths."""
     for _ in range(3):
-        dirty = alloc.empty(4096, dtype=np.uint8, allocator=name)
+        dirty = alloc.empty(nbytes, dtype=np.uint8, allocator=name, alignment=16)
         dirty[...] = 0xAB
         del dirty
-        z = alloc.zeros(4096, dtype=np.uint8, allocator=name)
+        z = alloc.zeros(nbytes, dtype=np.uint8, allocator=name, alignment=16)
         assert not z.any()
+        del z
+        with alloc.use(name):
+            dirty = np.full(nbytes, 0xAB, dtype=np.uint8)
+            del dirty
+            z = np.zeros(nbytes + 1, dtype=np.uint8)   # (+1: never the same offset within a page)
+        assert alloc.handler_name(z) == f"pyguts-{name}" and not z.any()
+        del z
 
 
 @pytest.mark.parametrize("dtype", ["f8", "i2", "c16", "U3", "S5", "M8[ns]", [("x", "f4"), ("y", "i8", (2,))],

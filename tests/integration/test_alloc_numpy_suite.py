@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -23,10 +24,14 @@ NUMPY_TESTS = pathlib.Path(np.__file__).parent / "_core" / "tests" / "test_mem_p
 def test_numpys_mem_policy_tests_pass_under_every_pyguts_handler(tmp_path):
     if not NUMPY_TESTS.exists():
         pytest.skip(f"needs_numpy_tests: this numpy ships without its tests ({NUMPY_TESTS} is missing)")
-    env = dict(alloc.registry.static_tls_environ(),
-               PYTHONPATH=os.pathsep.join([str(pathlib.Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
-               # extbuild runs `meson` and `ninja` from PATH: the test extra installs them beside python
-               PATH=os.pathsep.join([str(pathlib.Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    # extbuild runs `meson` and `ninja` from PATH: the test extra installs them beside python
+    path = os.pathsep.join([str(pathlib.Path(sys.executable).parent), os.environ.get("PATH", "")])
+    missing = [tool for tool in ("meson", "ninja") if shutil.which(tool, path=path) is None]
+    if missing:
+        pytest.skip(f"needs_meson: numpy's extbuild needs {' and '.join(missing)} (pip install meson ninja, "
+                    f"as the test extra does)")
+    env = dict(alloc.registry.static_tls_environ(), PATH=path,
+               PYTHONPATH=os.pathsep.join([str(pathlib.Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "numpy_under_pyguts", "-p", "no:cacheprovider",
                            f"--basetemp={tmp_path / 'numpy'}", str(NUMPY_TESTS)],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)

@@ -453,7 +453,9 @@ def test_jemalloc_keeps_freed_big_blocks_in_pyguts_own_arena_for_reuse():
         del ones
     first = big_block_page()
     assert big_block_page() == first  # the freed block is reused as it is
-    assert purged() == before         # nothing was given back at free
+    # Purged at free, the three 16 MiB blocks would be 12,291 pages; the arena's decay (10 s) may give
+    # back a few dozen pages a second meanwhile, on a machine slow enough to take that long.
+    assert purged() - before < 512
 
 
 def test_mmap_blocks_are_page_aligned_and_huge_ones_2mib_aligned():

@@ -33,6 +33,9 @@ from pyguts.errors import BuildError
 DEFAULT_BLOCK = 256
 #: Blocks per launch when the device is unknown; grid-stride kernels cover any n with fewer.
 DEFAULT_MAX_GRID = 1024
+#: Threads per block CUDA allows on every architecture so far (sm_50 ... sm_120): a launch asking
+#: for more fails on the device with "invalid configuration argument".
+MAX_BLOCK = 1024
 #: Architectures every kernel must compile for (CUDA 13 dropped sm_70).
 ARCHES = ("sm_80", "sm_90")
 
@@ -168,6 +171,9 @@ def plan(kernel: Kernel, args: tuple[Any, ...], *, grid: int | None = None, bloc
     if grid < 1 or block < 1:
         raise ValueError(f"grid and block must be >= 1, got grid={grid}, block={block}; CUDA refuses "
                          f"empty launches")
+    if block > MAX_BLOCK:
+        raise ValueError(f"block must be at most {MAX_BLOCK} threads (CUDA's limit per block), got {block}; "
+                         f"pass a smaller block (grid-stride kernels cover any n with more blocks)")
     return Plan(tuple(out), pointers, grid, block)
 
 

@@ -131,6 +131,9 @@ def test_plan_accepts_matching_arrays_and_fills_the_count():
     assert [p.owner for p in plan.pointers] == [x, y, out]
     assert device.plan(spec, (x, y, out, 10), block=32, max_grid=2).grid == 1
     assert device.plan(spec, (x, y, out), block=8, max_grid=3).grid == 3  # grid-stride covers the rest
+    assert device.plan(spec, (x, y, out), block=1024).block == 1024
+    with pytest.raises(ValueError, match=r"block must be at most 1024 threads \(CUDA's limit per block\), got 1025"):
+        device.plan(spec, (x, y, out), block=1025)
 
 
 PLAN_ERRORS = [

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import pathlib
 import shutil
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -187,12 +188,16 @@ def _open_fds() -> set:
 #: memory and fds leak without any reference.
 REFERENCE_KINDS = {"reference", "container", "object", "large-buffer"}
 #: Calls per batch, and batches, of the debug build's own count.
-TOTAL_CALLS, TOTAL_BATCHES = 40, 3
+TOTAL_CALLS, TOTAL_BATCHES = 40, 5
+#: References kept per call from which the ground truth says "leaks" (a leak keeps 1, clean code 0):
+#: the midpoint, since the count is the whole process's and another thread may move it meanwhile.
+TOTAL_LEAK_FROM = 0.5
 
 
 def _total_references_kept_per_call(fn, args) -> float:
-    """The debug build's ground truth: how much sys.gettotalrefcount() grows per call, at the least
-    over a few batches after a warm-up (cycles collected before each reading)."""
+    """The debug build's ground truth: how much sys.gettotalrefcount() grows per call, the median
+    over a few batches after a warm-up (cycles collected before each reading). (Not the least: one
+    batch in four full 3.15-dbg runs once read below 1 for a function that keeps exactly one.)"""
     for _ in range(TOTAL_CALLS):
         fn(*args)
     per_call = []
@@ -203,7 +208,7 @@ def _total_references_kept_per_call(fn, args) -> float:
             fn(*args)
         gc.collect()
         per_call.append((sys.gettotalrefcount() - before) / TOTAL_CALLS)
-    return min(per_call)
+    return statistics.median(per_call)
 
 
 GROUND_TRUTH = [(name, make_args) for name, make_args, _, _ in PLANTED] + C_CONTROLS
@@ -218,7 +223,7 @@ def test_verdict_agrees_with_the_debug_builds_total_refcount(corpus, name, make_
     kept = _total_references_kept_per_call(fn, args)
     report = leaks.check(fn, *args)
     says_references = report.leaking and bool(REFERENCE_KINDS & set(report.kinds))
-    assert (kept >= 1) == says_references, (f"sys.gettotalrefcount() grows {kept:+.2f} per call, "
+    assert (kept >= TOTAL_LEAK_FROM) == says_references, (f"sys.gettotalrefcount() grows {kept:+.2f} per call, "
                                             f"pyguts says:\n{report}")
 
 
@@ -230,4 +235,4 @@ PURE_PYTHON_CONTROLS = [c for c in CONTROLS if c[0] != "touch_numpy"]
                                                      "debug builds only (make test runs python3.14-dbg and 3.15-dbg)")
 @pytest.mark.parametrize("name, fn", PURE_PYTHON_CONTROLS, ids=[c[0] for c in PURE_PYTHON_CONTROLS])
 def test_the_clean_python_controls_keep_no_references_on_a_debug_build(name, fn):
-    assert _total_references_kept_per_call(fn, ()) < 1
+    assert _total_references_kept_per_call(fn, ()) < TOTAL_LEAK_FROM

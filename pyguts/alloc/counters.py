@@ -38,8 +38,7 @@ _SIZE = ctypes.c_size_t
 
 
 def _mallctl_fn(alloc):
-    return ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(_SIZE),
-                            ctypes.c_void_p, _SIZE)(alloc.symbol("mallctl"))
+    return registry.MALLCTL(alloc.symbol("mallctl"))
 
 
 def mallctl(name: str, value: int | None = None, *, ctype=ctypes.c_size_t) -> int | None:

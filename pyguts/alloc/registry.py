@@ -41,6 +41,9 @@ JEMALLOC_CONF = "tcache_max:131072"
 JEMALLOC_OVERSIZE = 1 << 62
 #: mallocx's MALLOCX_ARENA(i) flag (jemalloc/jemalloc_macros.h).
 _MALLOCX_ARENA_SHIFT = 20
+#: jemalloc's ``int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen)``.
+MALLCTL = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
+                           ctypes.c_void_p, ctypes.c_size_t)
 
 #: What fixes Debian's libjemalloc2 "cannot allocate memory in static TLS block" at dlopen().
 STATIC_TLS_TUNABLE = "glibc.rtld.optional_static_tls=4096"
@@ -208,9 +211,7 @@ def _jemalloc_conf():
 
 def _jemalloc_arena(library: ctypes.CDLL) -> int:
     """A new jemalloc arena for pyguts' blocks, with no size purged at free (see the module docstring)."""
-    mallctl = library.mallctl
-    mallctl.argtypes = (ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
-                        ctypes.c_void_p, ctypes.c_size_t)
+    mallctl = MALLCTL(ctypes.cast(library.mallctl, ctypes.c_void_p).value)
     index, size = ctypes.c_uint(), ctypes.c_size_t(ctypes.sizeof(ctypes.c_uint))
     rc = mallctl(b"arenas.create", ctypes.byref(index), ctypes.byref(size), None, 0)
     if rc:

@@ -164,15 +164,18 @@ FIX_NVVM = ("pip install 'numba-cuda[cu12]' (or 'numba-cuda[cu13]'), as the cpyt
             "extras do: it brings NVVM, which numba's deprecated built-in CUDA target finds only in a CUDA toolkit")
 
 
+_NVVM = "NVVM (numba CUDA compiler)"
+
+
 def nvvm_tool() -> Tool:
     """numba's CUDA compiler (NVVM) compiling a tiny kernel to PTX for sm_80: no GPU needed."""
     try:
         import numba
         from numba import cuda
     except Exception as exc:
-        return Tool("NVVM (numba CUDA compiler)", False, f"numba does not import: {exc}", "pip install numba")
+        return Tool(_NVVM, False, f"numba does not import: {exc}", "pip install numba")
     if numba.config.ENABLE_CUDASIM:
-        return Tool("NVVM (numba CUDA compiler)", True, "not used: the simulator runs kernels (NUMBA_ENABLE_CUDASIM=1)")
+        return Tool(_NVVM, True, "not used: the simulator runs kernels (NUMBA_ENABLE_CUDASIM=1)")
     which = "numba-cuda" if importlib.util.find_spec("numba_cuda") else f"numba {numba.__version__}'s built-in target"
 
     def probe(x):
@@ -181,9 +184,9 @@ def nvvm_tool() -> Tool:
         ptx, _ = cuda.compile_ptx(probe, "void(float32[:])", cc=(8, 0))
     except Exception as exc:   # NvvmSupportError and friends when libNVVM is missing
         why = " ".join(str(exc).split())[:200]   # one line: numba's messages span several
-        return Tool("NVVM (numba CUDA compiler)", False, f"{which}: {type(exc).__name__}: {why}", FIX_NVVM)
+        return Tool(_NVVM, False, f"{which}: {type(exc).__name__}: {why}", FIX_NVVM)
     ok = ".entry" in ptx
-    return Tool("NVVM (numba CUDA compiler)", ok, f"{which} {'compiles' if ok else 'gives no kernel in'} PTX",
+    return Tool(_NVVM, ok, f"{which} {'compiles' if ok else 'gives no kernel in'} PTX",
                 "" if ok else FIX_NVVM)
 
 

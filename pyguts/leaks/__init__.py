@@ -274,9 +274,10 @@ class _Session:
                 raw = self._round(w, self.sweeping)
                 self._record(w, raw)
                 del raw
-                self.call_ns = max(1, (self._spent_ns() - t0) // w)
+                spent = self._spent_ns()
+                self.call_ns = max(1, (spent - t0) // w)
                 k *= 2
-                self.at_budget = self._spent_ns() + 3 * k // 2 * self.call_ns > self.budget_ns
+                self.at_budget = spent + 3 * k // 2 * self.call_ns > self.budget_ns
                 self._update_states()
                 if self._done() and not self.sweeping and not self.at_budget and self.leaked_windows == 0:
                     # Every other signal settled clean: did any live object's refcount grow since the

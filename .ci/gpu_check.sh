@@ -217,7 +217,8 @@ step_sass() {
 bench_source() {  # the benchmark, a Python program
 cat <<'GPUKIT_PY_EOF'
 """gpukit bench: the seed's magnitude kernel p = sqrt(px^2+py^2+pz^2) by CuPy RawModule, numba.cuda, a CuPy
-expression and a CuPy ElementwiseKernel; pyguts' own 2-component kernel by pyguts.device (CuPy and numba);
+expression and a CuPy ElementwiseKernel; the same kernel from pyguts (gpu_kernels/momentum.cu by device.launch,
+cupy_momentum(), numba_momentum_kernel()) and pyguts' 2-component kernel by pyguts.device (CuPy and numba);
 a device-to-device copy as the achievable bandwidth. Each output is compared with numpy (ulp distance,
 computed on the device against numpy's result). Kernel times come from CUDA events, with the GPU kept busy
 by a spin kernel while Python enqueues (so launch overhead is excluded) and L2 flushed before each run.
@@ -437,9 +438,10 @@ try:
     from pyguts import device as pdev
 
     PMOD = pdev.load("magnitude")
-    PYGUTS = "pyguts.device.load('magnitude') ok"
+    PMOD3 = pdev.load("momentum")  # the notebook's kernel, gpu_kernels/momentum.cu
+    PYGUTS = "pyguts.device.load('magnitude'), load('momentum') ok"
 except Exception as exc:  # noqa: BLE001
-    pdev = PMOD = None
+    pdev = PMOD = PMOD3 = None
     PYGUTS = f"pyguts.device unusable: {type(exc).__name__}: {exc}"
     traceback.print_exc()
 print(PYGUTS, flush=True)
@@ -501,6 +503,23 @@ for n in SIZES:
             kern = getattr(PMOD, f"magnitude_{sfx}")
             bench("pyguts device.launch (2 comp)", n, dtype,
                   lambda: pdev.launch(kern, dpx, dpy, out, synchronize=False), b2, out, ref2_d)
+        if PMOD3 is not None:
+            kern3 = getattr(PMOD3, f"momentum_{sfx}")
+            bench("pyguts device.launch momentum.cu", n, dtype,
+                  lambda: pdev.launch(kern3, dpx, dpy, dpz, out, synchronize=False), b3, out, ref3_d)
+        if pdev is not None:
+            bench("pyguts cupy_momentum() elementwise", n, dtype,
+                  lambda: pdev.cupy_momentum()(dpx, dpy, dpz, out), b3, out, ref3_d)
+        if pdev is not None and ncuda is not None:
+            try:
+                nb_mom = pdev.numba_momentum_kernel()
+                mx, my, mz, mo = (nb_view(a) for a in (dpx, dpy, dpz, out))
+                bench(f"pyguts numba momentum <<<{grid_gs}>>>", n, dtype,
+                      lambda: nb_mom[grid_gs, BLOCK](mx, my, mz, mo), b3, out, ref3_d)
+            except Exception as exc:  # noqa: BLE001
+                rows.append({"impl": "pyguts numba momentum", "n": n, "dtype": dtype.name,
+                             "error": f"{type(exc).__name__}: {exc}", "ok": False})
+                traceback.print_exc()
         if pdev is not None and ncuda is not None:
             try:
                 nb_kernel = pdev.numba_magnitude_kernel()

@@ -1,9 +1,10 @@
-"""Device buffers: ``gpu_kernels/`` through CuPy, the magnitude kernel through numba.cuda, device pointers in and out.
+"""Device buffers: ``gpu_kernels/`` through CuPy, its kernels through numba.cuda, device pointers in and out.
 
 Every kernel family in ``gpu_kernels/<name>.cu`` runs three ways: on the GPU through CuPy
 (:func:`load` + :func:`launch`), on the CPU from the *same source* built by pyguts.native
 (:func:`cpu_reference`, the reference the GPU is tested against), and as PTX from nvcc
-(:func:`ptx`). Device pointers come out of any ``__cuda_array_interface__`` object with
+(:func:`ptx`). The notebook's kernel (``momentum.cu``) also comes as a numba kernel
+(:func:`numba_momentum_kernel`) and a CuPy elementwise expression (:func:`cupy_momentum`). Device pointers come out of any ``__cuda_array_interface__`` object with
 :func:`pointer` (checked against v3) and go back in as CuPy arrays with :func:`from_pointer`.
 Without a GPU, whatever needs one raises :class:`DeviceUnavailable` saying why (no driver, no
 device, CuPy not installed) and what to do; nothing else here needs one.
@@ -36,7 +37,7 @@ from pyguts.errors import BuildError, DeviceUnavailable
 
 __all__ = ["ARCHES", "DEFAULT_BLOCK", "CpuFamily", "DeviceModule", "DevicePointer", "DeviceUnavailable",
            "Kernel", "available", "cpu_reference", "from_pointer", "kernels", "launch", "load",
-           "numba_magnitude", "numba_magnitude_kernel", "plan", "pointer", "ptx"]
+           "cupy_momentum", "numba_magnitude", "numba_magnitude_kernel", "numba_momentum_kernel", "plan", "pointer", "ptx"]
 
 #: NVRTC options for every gpu_kernels/ source (CuPy RawModule adds the device's -arch itself).
 NVRTC_OPTIONS = ("--std=c++11",)
@@ -133,6 +134,28 @@ def numba_magnitude_kernel() -> Any:
     from pyguts.device.numba_kernel import magnitude
 
     return magnitude
+
+
+def numba_momentum_kernel() -> Any:
+    """The notebook's kernel of ``gpu_kernels/momentum.cu`` with ``@numba.cuda.jit``:
+    ``kernel[blocks, threads](px, py, pz, p)`` (grid-stride: any launch covers all of ``p``).
+    Compiled lazily at the first launch, for whatever target numba has (GPU or simulator)."""
+    from pyguts.device.numba_kernel import momentum
+
+    return momentum
+
+
+#: The notebook's kernel as a CuPy elementwise expression (the body of gpu_kernels/momentum.cu's loop).
+MOMENTUM_EXPRESSION = ("T px, T py, T pz", "T p", "p = sqrt(px * px + py * py + pz * pz)", "pyguts_momentum")
+_elementwise: dict[str, Any] = {}
+
+
+def cupy_momentum() -> Any:
+    """The notebook's kernel as a ``cupy.ElementwiseKernel``: ``cupy_momentum()(px, py, pz[, p])``
+    (any float dtype; CuPy broadcasts and allocates ``p``). DeviceUnavailable without CuPy."""
+    if "momentum" not in _elementwise:
+        _elementwise["momentum"] = require_cupy().ElementwiseKernel(*MOMENTUM_EXPRESSION)
+    return _elementwise["momentum"]
 
 
 def _numba_cuda() -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import re
 import shutil
 import subprocess
 import weakref
@@ -42,6 +43,21 @@ def test_every_kernel_compiles_to_ptx(family, arch, tmp_path):
     assert device.ptx(family, arch) == text  # the cached helper gives what nvcc gives
 
 
+@needs_nvcc
+@pytest.mark.parametrize("arch", device.ARCHES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_kernel_compiles_to_machine_code_without_spills(family, arch, tmp_path):
+    """ptxas's own report (-Xptxas -v) for each kernel: no stack frame, no spill stores or loads."""
+    done = subprocess.run([NVCC, "-cubin", f"-arch={arch}", "-Xptxas", "-v", "-o", str(tmp_path / "k.cubin"),
+                           str(gpu_kernels.path(family))], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    entries = re.findall(r"Compiling entry function '(\w+)' for '(\w+)'.*?(\d+) bytes stack frame, "
+                         r"(\d+) bytes spill stores, (\d+) bytes spill loads", done.stdout + done.stderr, re.S)
+    assert sorted(name for name, *_ in entries) == sorted(device.kernels(family)), done.stderr
+    for name, target, *counts in entries:
+        assert target == arch and counts == ["0", "0", "0"], (name, target, counts)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_kernel_compiles_alone_with_gxx(family, tmp_path):
     """The .cu itself (its own #include of cpu_shim.h), warnings as errors."""
@@ -56,6 +72,11 @@ def test_every_kernel_compiles_alone_with_gxx(family, tmp_path):
 def _inputs(n, dtype, seed=1):
     rng = np.random.default_rng(seed + n)
     return rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+
+
+def _inputs3(n, dtype, seed=3):
+    rng = np.random.default_rng(seed + n)
+    return tuple(rng.standard_normal(n).astype(dtype) for _ in range(3))
 
 
 @pytest.mark.parametrize("grid_block", LAUNCHES)
@@ -82,8 +103,21 @@ def test_cpu_sum_equals_numpy(dtype, n, grid_block):
     assert abs(float(out[0]) - x.astype(np.float64).sum()) <= tol * scale
 
 
+@pytest.mark.parametrize("grid_block", LAUNCHES)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpu_momentum_equals_numpy(dtype, n, grid_block):
+    """The CPU build rounds as numpy does (-ffp-contract=off: no FMA), so it is numpy's result exactly."""
+    ref = device.cpu_reference("momentum")
+    px, py, pz = _inputs3(n, dtype)
+    p = np.full(n, np.nan, dtype)
+    getattr(ref, f"momentum_{SUFFIX[dtype]}")(px, py, pz, p, grid=grid_block[0], block=grid_block[1])
+    np.testing.assert_array_equal(p, np.sqrt(px * px + py * py + pz * pz))
+
+
 #: The kernel families the CPU tests above compare with numpy; a new .cu needs its test here.
-CPU_TESTED = {"magnitude": test_cpu_magnitude_equals_numpy, "reduce": test_cpu_sum_equals_numpy}
+CPU_TESTED = {"magnitude": test_cpu_magnitude_equals_numpy, "momentum": test_cpu_momentum_equals_numpy,
+              "reduce": test_cpu_sum_equals_numpy}
 
 
 def test_every_family_has_a_numpy_comparison():
@@ -134,6 +168,30 @@ def test_cupy_kernels_equal_the_cpu_reference(dtype):
     assert abs(float(total[0]) - x.astype(np.float64).sum()) <= tol * np.abs(x).sum()
     with pytest.raises(TypeError, match="must be"):
         device.launch(mag.magnitude_f64, cupy.asarray(x, np.float16), cupy.asarray(y), out)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_notebooks_kernel_agrees_on_every_gpu_path(dtype):
+    """momentum.cu through CuPy RawModule (device.launch), a CuPy elementwise expression and numba-cuda,
+    each within 2 ulp of the CPU build (= numpy): GPU compilers contract the sum into FMAs."""
+    import cupy
+    from numba import cuda
+
+    n = 100_003
+    host = _inputs3(n, dtype)
+    expected = np.empty(n, dtype)
+    getattr(device.cpu_reference("momentum"), f"momentum_{SUFFIX[dtype]}")(*host, expected)
+    px, py, pz = (cupy.asarray(a) for a in host)
+    p = cupy.full(n, cupy.nan, dtype)
+    device.launch(getattr(device.load("momentum"), f"momentum_{SUFFIX[dtype]}"), px, py, pz, p)
+    np.testing.assert_array_max_ulp(cupy.asnumpy(p), expected, maxulp=2)
+    np.testing.assert_array_max_ulp(cupy.asnumpy(device.cupy_momentum()(px, py, pz)), expected, maxulp=2)
+    p.fill(cupy.nan)
+    device.numba_momentum_kernel()[256, device.DEFAULT_BLOCK](*(cuda.as_cuda_array(a) for a in (px, py, pz, p)))
+    cuda.synchronize()
+    np.testing.assert_array_max_ulp(cupy.asnumpy(p), expected, maxulp=2)
 
 
 @pytest.mark.gpu

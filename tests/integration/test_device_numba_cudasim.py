@@ -1,4 +1,4 @@
-"""The numba magnitude kernel in numba's CUDA simulator, in its own process (NUMBA_ENABLE_CUDASIM is read at import)."""
+"""The numba magnitude and momentum kernels in numba's CUDA simulator, in its own process (NUMBA_ENABLE_CUDASIM is read at import)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,15 @@ CHILD = textwrap.dedent("""
                 "max_ulp_cpu_reference": float(np.max(np.abs(host - ref) / np.spacing(ref))),
                 "device_equals_host": bool(np.array_equal(on_device, host)),
             })
+    found["momentum"] = []
+    for dtype in (np.float32, np.float64):  # the notebook's kernel, launched as numba users do
+        rng = np.random.default_rng(5)
+        px, py, pz = (rng.standard_normal(29).astype(dtype) for _ in range(3))
+        p = np.full(29, np.nan, dtype)
+        device.numba_momentum_kernel()[2, 4](px, py, pz, p)
+        expected = np.sqrt(px * px + py * py + pz * pz)
+        found["momentum"].append({"dtype": np.dtype(dtype).name,
+                                  "max_ulp_numpy": float(np.max(np.abs(p - expected) / np.spacing(expected)))})
     try:
         device.numba_magnitude(np.ones(3), np.ones(3, np.float32))
     except TypeError as exc:
@@ -57,6 +66,8 @@ def test_numba_magnitude_in_the_simulator_equals_numpy():
         assert case["max_ulp_cpu_reference"] <= 1, case
         assert case["device_equals_host"], case
     assert "must be float32 or float64 with the dtype and shape of x" in found["dtype_error"]
+    # The simulator runs the kernel as Python on numpy scalars: numpy's roundings, no FMA.
+    assert [case["max_ulp_numpy"] for case in found["momentum"]] == [0.0, 0.0], found["momentum"]
 
 
 def test_without_the_simulator_numba_says_why_or_runs():

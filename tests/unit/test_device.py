@@ -181,7 +181,8 @@ def test_launch_needs_a_loaded_kernel():
     lambda: device.load("magnitude"),
     lambda: device.from_pointer(0x7F0000001000, (4,), np.float64, owner=object()),
     lambda: device.numba_magnitude(np.ones(3), np.ones(3)),
-], ids=["load", "from_pointer", "numba_magnitude"])
+    lambda: device.cupy_momentum(),
+], ids=["load", "from_pointer", "numba_magnitude", "cupy_momentum"])
 def test_without_a_gpu_entry_points_say_why(call):
     with pytest.raises(DeviceUnavailable) as info:
         call()

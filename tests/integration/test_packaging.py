@@ -114,7 +114,7 @@ def test_an_installed_wheel_finds_its_kernels_and_shim_outside_the_repository(di
             "print(sorted(gpu_kernels.names()), out.tolist(), int(alloc.zeros(8, 'u1', allocator='libc').sum()))\n")
     done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split("]", 1)[0] == "['magnitude', 'reduce'", done.stdout
+    assert done.stdout.split("]", 1)[0] == "['magnitude', 'momentum', 'reduce'", done.stdout
     assert "[5.0, 5.0, 5.0, 5.0] 0" in done.stdout, done.stdout
     command = str(env / "bin" / "pyguts")
     done = subprocess.run([command, "--version"], capture_output=True, text=True, cwd=tmp_path)

@@ -648,8 +648,10 @@ class _Session:
 
 def _population() -> list:
     """Every live object whose refcount a leak could raise unnamed: gc-tracked objects, all types (the
-    static ones are untracked) and the untracked values of module globals. The check's own objects
-    are among them: their counts do not move from window to window."""
+    static ones are untracked) and the untracked values of module globals, pyguts' own modules' left
+    out (the tool must not widen what it measures: a numpy dtype that pyguts keeps at hand would bring
+    numpy's own drift on it into every check). The check's own objects are among them: their counts
+    do not move from window to window."""
     found = gc.get_objects()
     extra: dict[int, object] = {}
     stack = [object]
@@ -661,9 +663,9 @@ def _population() -> list:
             stack.extend(type.__subclasses__(tp))
         except TypeError:   # type.__subclasses__(type) needs the instance form
             pass
-    for module in list(sys.modules.values()):
+    for name, module in list(sys.modules.items()):
         namespace = getattr(module, "__dict__", None)
-        if isinstance(namespace, dict):
+        if isinstance(namespace, dict) and name.partition(".")[0] != "pyguts":
             for value in itertools.filterfalse(gc.is_tracked, list(namespace.values())):
                 if id(value) not in _SHARED_IDS:
                     extra[id(value)] = value

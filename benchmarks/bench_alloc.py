@@ -4,13 +4,15 @@ Every candidate runs a batch of allocations inside a ``contextvars.Context`` cop
 handler was installed, the baseline the same batch inside a copy taken under numpy's default
 handler: both pay the same ``ctx.run``, and within a batch numpy's context-variable lookup is
 cached, as it is inside a ``with use(...)`` block. Times are per batch; the ratios are per array.
-Also: ``pyguts.alloc.empty`` (a Block + ``__array_interface__``) vs ``np.empty``, and the cost of
+Also: ``pyguts.alloc.empty`` (array and Block made in C, pyguts/_ndarray.c) vs ``np.empty``, and the cost of
 entering and leaving ``use()`` vs numpy's own context-variable manager ``np.errstate()``.
 
 Sizes 8 B to 256 MiB, each with ``np.sqrt(x*x + y*y)`` over inputs of that size; the goal for the
 general-purpose allocators is 1.10x numpy's default (issue 17). What was fixed, and what stays:
 - jemalloc, 64 KiB: above its default ``tcache_max`` (32 KiB) every request took the arena path
   (2.5x); pyguts loads it with ``tcache_max:131072`` (pyguts.alloc.registry.JEMALLOC_CONF).
+- jemalloc, ``alloc.empty`` of 64 KiB: asked for an alignment, jemalloc serves blocks over 14 KiB
+  from the arena, never its thread cache (3x); the shim asks without one first and checks.
 - jemalloc, 8 MiB and up: freed blocks were purged at once (its oversize policy), so every
   ``np.ones`` faulted 2048 pages in again (7-17x); pyguts' own arena lifts the threshold.
 - mmap: an ``mmap``/``munmap`` pair per array (µs) and fresh zero pages to fault in; mmap-huge

@@ -18,50 +18,46 @@ from __future__ import annotations
 
 import math
 import operator
+from typing import Callable, NamedTuple
 
 import numpy as np
 
+from pyguts import _ndarray
 from pyguts.alloc import registry, shim
-from pyguts.errors import UnsafeOperationError
+from pyguts.errors import BuildError, UnsafeOperationError
 
 #: The least alignment handed to an allocator: what malloc guarantees on x86-64 / aarch64.
 MIN_ALIGNMENT = 16
 
 
 class Block:
-    """One allocation from a pyguts allocator, viewed by numpy through ``__array_interface__``.
+    """One allocation from a pyguts allocator: the ``.base`` of the arrays over it.
 
     Attributes (read-only): ``allocator`` (name), ``addr``, ``nbytes``, ``alignment``, ``freed``.
+    The memory goes back to its allocator when the block dies (a C object it holds frees it, so
+    no Python code runs then); numpy can view a live block again through ``__array_interface__``.
     """
 
-    __slots__ = ("_allocator", "_ctx", "_free", "_addr", "_nbytes", "_alignment", "_interface",
-                 "__weakref__")
+    # Made and filled in C (pyguts._ndarray's owned()): _plan, the _Plan it was made by, and _mem,
+    # the C object that owns the memory.
+    __slots__ = ("_plan", "_mem", "__weakref__")
 
-    def __init__(self, allocator: str, ctx: int, addr: int, nbytes: int, alignment: int,
-                 shape: tuple[int, ...], dtype: np.dtype):
-        setter = object.__setattr__
-        setter(self, "_allocator", allocator)
-        setter(self, "_ctx", ctx)
-        setter(self, "_free", shim.shim().pg_owned_free)  # held: module globals vanish at exit
-        setter(self, "_addr", addr)
-        setter(self, "_nbytes", nbytes)
-        setter(self, "_alignment", alignment)
-        interface = {"version": 3, "shape": shape, "typestr": dtype.str, "data": (addr, False)}
-        if dtype.fields is not None:  # typestr alone ("|V12") loses the fields
-            interface["descr"] = dtype.descr
-        setter(self, "_interface", interface)
-
-    allocator = property(lambda self: self._allocator, doc="Name of the allocator that owns the memory.")
-    addr = property(lambda self: self._addr, doc="Start address of the data (0 once freed).")
-    nbytes = property(lambda self: self._nbytes, doc="Bytes requested from the allocator.")
-    alignment = property(lambda self: self._alignment, doc="Guaranteed alignment of addr, in bytes.")
-    freed = property(lambda self: self._addr == 0, doc="True once the memory went back.")
+    allocator = property(lambda self: self._plan.allocator.name, doc="Name of the allocator that owns the memory.")
+    addr = property(lambda self: self._mem.addr, doc="Start address of the data.")
+    nbytes = property(lambda self: self._plan.nbytes, doc="Bytes requested from the allocator.")
+    alignment = property(lambda self: self._plan.alignment, doc="Guaranteed alignment of addr, in bytes.")
+    freed = property(lambda self: False, doc="False: the memory goes back only when the block itself dies.")
 
     @property
     def __array_interface__(self) -> dict:
-        if self._addr == 0:
-            raise ValueError("this pyguts Block was already freed; views must come from a live array")
-        return self._interface
+        plan = self._plan
+        interface = {"version": 3, "shape": plan.shape, "typestr": plan.dtype.str, "data": (self.addr, False)}
+        if plan.dtype.fields is not None:  # typestr alone ("|V12") loses the fields
+            interface["descr"] = plan.dtype.descr
+        return interface
+
+    def __new__(cls, *args, **kwargs):
+        raise TypeError("pyguts Blocks are made by pyguts.alloc.empty and zeros, not called")
 
     def __setattr__(self, name, value):
         raise AttributeError(f"pyguts Block attributes are read-only (got an assignment to {name!r}): "
@@ -75,14 +71,28 @@ class Block:
                         "which copies the data into an ordinary numpy array")
 
     def __repr__(self) -> str:
-        state = "freed" if self._addr == 0 else f"0x{self._addr:x}"
-        return f"<pyguts Block {self._nbytes} bytes from {self._allocator!r} at {state}>"
+        return f"<pyguts Block {self.nbytes} bytes from {self.allocator!r} at 0x{self.addr:x}>"
 
-    def __del__(self):
-        addr = self._addr
-        if addr:
-            object.__setattr__(self, "_addr", 0)
-            self._free(self._ctx, addr, self._nbytes)
+
+class _Plan(NamedTuple):
+    """What one (shape, dtype, allocator, alignment) request resolves to, checked once.
+
+    pyguts._ndarray's owned() reads the first seven fields by position."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    nbytes: int
+    alignment: int
+    ctx: int         # the allocator's shim context
+    alloc: int       # address of the shim's pg_owned_alloc(ctx, nbytes, align, zero)
+    free: int        # address of pg_owned_free(ctx, addr, nbytes)
+    request: object  # the dtype argument as given
+    allocator: registry.Allocator
+
+
+#: Plans of recent requests (a few hundred at most), so that a repeated request costs a dict lookup.
+_PLANS: dict[tuple, _Plan] = {}
+_PLANS_MAX = 256
 
 
 def _shape_of(shape) -> tuple[int, ...]:
@@ -95,7 +105,7 @@ def _shape_of(shape) -> tuple[int, ...]:
     return dims
 
 
-def _alloc(shape, dtype, allocator, alignment, zero: bool) -> np.ndarray:
+def _plan(shape, dtype, allocator, alignment) -> _Plan:
     dims = _shape_of(shape)
     dt = np.dtype(dtype)
     if dt.subdtype is not None:  # as numpy does: empty(3, ("f8", (2,))) has shape (3, 2)
@@ -104,18 +114,53 @@ def _alloc(shape, dtype, allocator, alignment, zero: bool) -> np.ndarray:
     if dt.hasobject:
         raise UnsafeOperationError(f"dtype must not hold Python objects in foreign memory (numpy would "
                                    f"never release their references), got {dt}; use numpy.empty for it")
+    alignment = operator.index(alignment)
     if alignment < 1 or alignment & (alignment - 1):
         raise ValueError(f"alignment must be a power of two in bytes, got {alignment!r}; e.g. 64")
-    nbytes = math.prod(dims) * dt.itemsize  # elements -> bytes, never bytes-as-elements
-    alloc = registry.load(allocator)
-    align = max(alignment, MIN_ALIGNMENT, dt.alignment)
-    addr = shim.shim().pg_owned_alloc(alloc.ctx, nbytes, align, int(zero))
-    if not addr:
-        raise MemoryError(f"allocator {alloc.name!r} could not provide {nbytes} bytes aligned to {align}; "
-                          "ask for less or another allocator")
-    block = Block(alloc.name, alloc.ctx, addr, nbytes, align, dims, dt)
-    array = np.asarray(block)
-    assert array.base is block, "numpy must view the block itself: its .base keeps the memory alive"
+    loaded = registry.load(allocator)
+    lib, ffi = shim.shim(), shim.ffi()
+    return _Plan(dims, dt, math.prod(dims) * dt.itemsize,  # elements -> bytes, never bytes-as-elements
+                 max(alignment, MIN_ALIGNMENT, dt.alignment), loaded.ctx,
+                 int(ffi.cast("uintptr_t", lib.pg_owned_alloc)), int(ffi.cast("uintptr_t", lib.pg_owned_free)),
+                 dtype, loaded)
+
+
+def _owned():
+    """pyguts._ndarray's owned(), set up to make Blocks (BuildError when it cannot be built)."""
+    global _OWNED
+    if _OWNED is None:
+        made = _ndarray.functions()
+        if made is None:
+            raise BuildError(f"pyguts.alloc needs its C helper (pyguts/_ndarray.c) built against numpy's "
+                             f"headers, which failed: {_ndarray.why_not()}")
+        made[3](Block)
+        _OWNED = made[4]
+    return _OWNED
+
+
+_OWNED = None
+
+
+def _alloc(shape, dtype, allocator, alignment, zero: bool) -> np.ndarray:
+    key = (shape, dtype, allocator, alignment)
+    try:
+        plan = _PLANS[key]
+        # dtypes that differ only in metadata compare (and hash) equal: a dtype object must be the one planned.
+        if plan.request is not dtype and isinstance(dtype, np.dtype):
+            raise KeyError(key)
+    except (KeyError, TypeError):  # new, or unhashable (a list shape, a dict dtype)
+        plan = _plan(shape, dtype, allocator, alignment)
+        # Only plans that equal keys cannot confuse: no fields (equal structs may differ in
+        # offsets or titles), no metadata.
+        if plan.dtype.fields is None and plan.dtype.metadata is None and len(_PLANS) < _PLANS_MAX:
+            try:
+                _PLANS[key] = plan
+            except TypeError:
+                pass
+    array = (_OWNED or _owned())(plan, zero)
+    if array is None:
+        raise MemoryError(f"allocator {plan.allocator.name!r} could not provide {plan.nbytes} bytes aligned to "
+                          f"{plan.alignment}; ask for less or another allocator")
     return array
 
 
@@ -126,7 +171,7 @@ def empty(shape, dtype=float, *, allocator: str = "jemalloc", alignment: int = 6
     >>> a.nbytes, a.ctypes.data % 64
     (8000, 0)
     """
-    return _alloc(shape, dtype, allocator, alignment, zero=False)
+    return _alloc(shape, dtype, allocator, alignment, False)
 
 
 def zeros(shape, dtype=float, *, allocator: str = "jemalloc", alignment: int = 64) -> np.ndarray:
@@ -135,7 +180,7 @@ def zeros(shape, dtype=float, *, allocator: str = "jemalloc", alignment: int = 6
     >>> float(zeros((3, 3), allocator="tcmalloc").sum())
     0.0
     """
-    return _alloc(shape, dtype, allocator, alignment, zero=True)
+    return _alloc(shape, dtype, allocator, alignment, True)
 
 
 def owner(array) -> Block | None:

@@ -64,6 +64,12 @@ def shim():
     return _LIB
 
 
+def ffi():
+    """The shim's cffi FFI (building the shim first, like :func:`shim`)."""
+    shim()
+    return _FFI
+
+
 def counts(ctx: int) -> dict[str, int]:
     """The shim's counters for one allocator context, as signed integers."""
     lib = shim()

@@ -153,6 +153,16 @@ def _numpy_handler_api() -> tuple:
                   f"{handler.SET_HANDLER_SLOT}/{handler.GET_HANDLER_SLOT}")
 
 
+def _array_helper() -> tuple:
+    from pyguts import _ndarray
+
+    if _ndarray.functions() is None:
+        return ("missing", f"pyguts/_ndarray.c is not built ({_ndarray.why_not()}): views and payloads are made "
+                           "through __array_interface__ (~3x slower), and pyguts.alloc cannot make arrays",
+                "install a C compiler and this Python's headers (e.g. apt-get install gcc python3-dev)")
+    return "ok", f"numpy arrays over object memory and owned blocks are made in C ({_ndarray.SOURCE_PATH.name})"
+
+
 # --- compilers -------------------------------------------------------------------------------------
 
 def _compiler(language: str, label: str) -> tuple:
@@ -430,7 +440,8 @@ def _table() -> dict[str, list[tuple[str, Callable[[], tuple]]]]:
 
     return {
         "core": [("interpreter", _interpreter), ("layout rows", _layout_rows),
-                 ("live layout checks", _live_layout), ("numpy NEP 49 handler API", _numpy_handler_api)],
+                 ("live layout checks", _live_layout), ("numpy NEP 49 handler API", _numpy_handler_api),
+                 ("C array helper", _array_helper)],
         "compilers": [("gcc", lambda: _compiler("c", "gcc")), ("g++", lambda: _compiler("c++", "g++")),
                       ("nvcc", _nvcc)],
         "allocators": [*((name, _allocator(name)) for name in SPECS), ("jemalloc TLS fix", _jemalloc_tls)],

@@ -1,8 +1,9 @@
 """numpy arrays over raw interpreter memory, bounded and read-only unless asked.
 
-Arrays are made through ``__array_interface__`` on a small holder object (numpy 2 refuses
-``np.array(ctypes_struct, copy=False)`` and ``frombuffer(bytes)`` stays read-only); the holder
-is the array's ``.base`` and keeps the owner of the memory alive.
+Each array's ``.base`` is a small holder object that keeps the owner of the memory alive. The
+array is made in C (:mod:`pyguts._ndarray`); where that cannot be built, through
+``__array_interface__`` on the holder (numpy 2 refuses ``np.array(ctypes_struct, copy=False)``
+and ``frombuffer(bytes)`` stays read-only).
 
 >>> b = b"Hello, world!"
 >>> bytes(payload(b)[:5])
@@ -22,7 +23,7 @@ import os
 
 import numpy as np
 
-from pyguts import _compat
+from pyguts import _compat, _ndarray
 from pyguts.objects import layouts
 from pyguts.objects.structs import MODELS, str_state, struct_owner
 
@@ -33,16 +34,20 @@ _Bytes, _Tuple, _List = MODELS["PyBytesObject"], MODELS["PyTupleObject"], MODELS
 _Long, _Float, _Complex = MODELS["PyLongObject"], MODELS["PyFloatObject"], MODELS["PyComplexObject"]
 _ASCII, _Compact = MODELS["PyASCIIObject"], MODELS["PyCompactUnicodeObject"]
 _VarObject = MODELS["PyVarObject"]
-_STR_DTYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32}
+_STR_DTYPES = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16), 4: np.dtype(np.uint32)}
 #: Variable-size types whose instances pyguts models as PyVarObjects with ob_size items after
 #: tp_basicsize (int has its own rule). Other types with a tp_itemsize (frames, generators, code
 #: objects, memoryviews, regex patterns) are not sized: ob_size may not even be their field.
 _COUNTED_BY_OB_SIZE = (bytes, tuple, type)
-_DIGIT_DTYPE = {2: np.uint16, 4: np.uint32}[_compat.DIGIT_SIZE]
+_DIGIT_DTYPE = np.dtype({2: np.uint16, 4: np.uint32}[_compat.DIGIT_SIZE])
+#: Exact types whose len() is their ob_size: (tp_basicsize, tp_itemsize), the fast path of nbytes_of.
+_SIZED_BY_LEN = {tp: (tp.__basicsize__, tp.__itemsize__) for tp in (bytes, tuple)}
+_U8, _UINTP, _F64 = np.dtype(np.uint8), np.dtype(np.uintp), np.dtype(np.float64)
 
 
 class _Holder:
-    """Exposes one block of memory to numpy and keeps its owner alive (as the array's base)."""
+    """Exposes one block of memory to numpy and keeps its owner alive (as the array's base), where
+    :mod:`pyguts._ndarray` cannot be built (its ``Holder`` does the same in C)."""
 
     __slots__ = ("__array_interface__", "owner")
 
@@ -57,8 +62,11 @@ class _Holder:
         return f"<pyguts memory at {addr:#x}, owner {type(self.owner).__name__}, {'read-only' if readonly else 'writable'}>"
 
 
-def _array(addr: int, count: int, dtype, writable: bool, owner: object) -> np.ndarray:
-    return np.asarray(_Holder(addr, count, np.dtype(dtype), writable, owner))
+def _array(addr: int, count: int, dtype: np.dtype, writable: bool, owner: object) -> np.ndarray:
+    made = _ndarray.functions()
+    if made is None:
+        return np.asarray(_Holder(addr, count, dtype, writable, owner))
+    return made[1](owner, addr, count, dtype, writable)
 
 
 def kept_alive(x: object) -> tuple[int, object] | None:
@@ -69,7 +77,7 @@ def kept_alive(x: object) -> tuple[int, object] | None:
         base = np.ndarray.base.__get__(x)
         while issubclass(type(base), np.ndarray):
             base = np.ndarray.base.__get__(base)
-        return (id(base), base.owner) if type(base) is _Holder else None
+        return (id(base), base.owner) if type(base) in (_Holder, _ndarray.holder_type()) else None
     owner = struct_owner(x)
     return None if owner is None else (id(x), owner)
 
@@ -100,6 +108,9 @@ def nbytes_of(obj: object) -> int:
     True
     """
     tp = type(obj)
+    sizes = _SIZED_BY_LEN.get(tp)
+    if sizes is not None:
+        return sizes[0] + sizes[1] * len(obj)
     if isinstance(obj, str):
         offset, kind = _str_data(obj)
         return offset + (len(obj) + 1) * kind
@@ -131,7 +142,7 @@ def view(obj: object, *, writable: bool = False) -> np.ndarray:
     >>> v.flags.writeable, int(v[16])     # ob_size is at offset 16 on 64-bit builds
     (False, 13)
     """
-    return _array(id(obj), nbytes_of(obj), np.uint8, writable, obj)
+    return _array(id(obj), nbytes_of(obj), _U8, writable, obj)
 
 
 def _check_mapped(addr: int, nbytes: int, writable: bool) -> None:
@@ -289,7 +300,7 @@ def payload(obj: object, *, writable: bool = False) -> np.ndarray:
     """
     addr = id(obj)
     if isinstance(obj, bytes):
-        return _array(addr + _Bytes.ob_sval.offset, len(obj), np.uint8, writable, obj)
+        return _array(addr + _Bytes.ob_sval.offset, len(obj), _U8, writable, obj)
     if isinstance(obj, bytearray):
         # A buffer export bumps ob_exports, so CPython refuses to resize under the array.
         arr = np.frombuffer(obj, dtype=np.uint8)
@@ -299,10 +310,10 @@ def payload(obj: object, *, writable: bool = False) -> np.ndarray:
         offset, kind = _str_data(obj)
         return _array(addr + offset, len(obj), _STR_DTYPES[kind], writable, obj)
     if isinstance(obj, tuple):
-        return _array(addr + _Tuple.ob_item.offset, len(obj), np.uintp, writable, obj)
+        return _array(addr + _Tuple.ob_item.offset, len(obj), _UINTP, writable, obj)
     if isinstance(obj, list):
         items = _List.from_address(addr).ob_item or 0
-        live = _array(items, len(obj), np.uintp, writable, obj) if obj else np.empty(0, np.uintp)
+        live = _array(items, len(obj), _UINTP, writable, obj) if obj else np.empty(0, np.uintp)
         if writable:
             return live
         snapshot = live.copy()
@@ -311,9 +322,9 @@ def payload(obj: object, *, writable: bool = False) -> np.ndarray:
     if isinstance(obj, int):
         return _array(addr + _Long.ob_digit.offset, ndigits(obj), _DIGIT_DTYPE, writable, obj)
     if isinstance(obj, float):
-        return _array(addr + _Float.ob_fval.offset, 1, np.float64, writable, obj)
+        return _array(addr + _Float.ob_fval.offset, 1, _F64, writable, obj)
     if isinstance(obj, complex):
-        return _array(addr + _Complex.real.offset, 2, np.float64, writable, obj)
+        return _array(addr + _Complex.real.offset, 2, _F64, writable, obj)
     raise TypeError(f"payload() supports bytes, bytearray, str, tuple, list, int, float and complex, "
                     f"got {type(obj).__name__}; use view(obj) for its raw memory")
 

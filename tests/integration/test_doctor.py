@@ -18,7 +18,7 @@ from pyguts.cli import main
 
 #: What the doctor must list, by section, in order (written out: dropping a component fails here).
 EXPECTED = {
-    "core": ["interpreter", "layout rows", "live layout checks", "numpy NEP 49 handler API"],
+    "core": ["interpreter", "layout rows", "live layout checks", "numpy NEP 49 handler API", "C array helper"],
     "compilers": ["gcc", "g++", "nvcc"],
     "allocators": ["jemalloc", "mimalloc", "tcmalloc", "libc", "mmap", "mmap-huge", "jemalloc TLS fix"],
     "libraries": ["libgsl", "libgslcblas", "Cython", "cppyy"],

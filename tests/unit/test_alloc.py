@@ -16,6 +16,8 @@ import needs  # tests/needs.py
 import numpy as np
 import pytest
 
+from refkit import total_growth
+
 import pyguts.alloc as alloc
 from pyguts.alloc import registry, shim
 from pyguts.alloc.registry import static_tls_environ
@@ -191,12 +193,30 @@ def test_pickled_copies_are_ordinary_numpy_arrays(name):
 def test_block_cannot_be_repointed_at_another_allocator():
     a = alloc.empty(8, allocator="mmap")
     block = alloc.owner(a)
-    for attr, value in (("allocator", "libc"), ("_ctx", alloc.load("libc").ctx), ("_free", print)):
+    other = alloc.owner(alloc.empty(8, allocator="libc"))
+    for attr, value in (("allocator", "libc"), ("_plan", other._plan), ("_mem", other._mem)):
         with pytest.raises(AttributeError, match="read-only"):
             setattr(block, attr, value)
     with pytest.raises(AttributeError):
-        del block._ctx
-    assert block._ctx == alloc.load("mmap").ctx
+        del block._plan
+    with pytest.raises(AttributeError):
+        block._mem.addr = other.addr  # the C object that frees the memory has no setters
+    with pytest.raises(TypeError, match="made by pyguts.alloc.empty"):
+        alloc.Block()
+    assert block._plan.ctx == alloc.load("mmap").ctx and block.allocator == "mmap"
+    assert block.addr == a.ctypes.data == block._mem.addr
+
+
+def test_owned_arrays_give_back_every_reference_they_take():
+    """Blocks and arrays made in C: 1000 made and dropped leave the plan's and the dtype's counts as
+    they were, and move a debug build's total count no more than as many np.empty arrays."""
+    a = alloc.empty(16, allocator="libc")
+    plan = alloc.owner(a)._plan
+    del a
+    before = (sys.getrefcount(plan), sys.getrefcount(plan.dtype))
+    ours = total_growth(lambda: alloc.empty(16, allocator="libc")[3:])
+    assert (sys.getrefcount(plan), sys.getrefcount(plan.dtype)) == before
+    assert ours - total_growth(lambda: np.empty(2)[3:]) < 100
 
 
 # ---- NEP 49 handler -------------------------------------------------------------------------------

@@ -5,13 +5,17 @@ from __future__ import annotations
 import ctypes
 import gc
 import mmap
+import shutil
 import sys
+import weakref
 
 import numpy as np
 import pytest
 
-from pyguts import _compat
-from pyguts.objects.memory import nbytes_of, payload, view, view_address
+from refkit import total_growth
+
+from pyguts import _compat, _ndarray
+from pyguts.objects.memory import kept_alive, nbytes_of, payload, view, view_address
 from pyguts.objects.structs import PyBytesObject
 
 pytestmark = pytest.mark.every_python
@@ -181,3 +185,63 @@ def test_view_address_refuses_object_dtypes():
     buf = ctypes.create_string_buffer(8)
     with pytest.raises(ValueError, match="object"):
         view_address(ctypes.addressof(buf), 8, dtype=object)
+
+
+@pytest.fixture(params=["in C", "through __array_interface__"])
+def array_path(request, monkeypatch):
+    """Each view made both ways: by pyguts._ndarray's C, and by the pure-Python fallback."""
+    if request.param == "in C":
+        if _ndarray.functions() is None:
+            pytest.skip(f"pyguts._ndarray cannot be built here: {_ndarray.why_not()}")
+    else:
+        monkeypatch.setattr(_ndarray, "functions", lambda: None)
+    return request.param
+
+
+def test_the_c_path_is_built_where_a_compiler_is():
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: views take the pure-Python path")
+    assert _ndarray.functions() is not None, _ndarray.why_not()
+
+
+@pytest.mark.parametrize("obj", SIZED, ids=lambda o: f"{type(o).__name__}-{o!r:.20}")
+def test_both_paths_make_the_same_view(obj, array_path):
+    before = sys.getrefcount(obj)
+    v, p = view(obj), (payload(obj) if not isinstance(obj, bool) else None)
+    assert v.dtype == np.uint8 and v.shape == (nbytes_of(obj),) and v.ctypes.data == id(obj)
+    assert not v.flags.writeable and not v.flags.owndata and v.flags.c_contiguous
+    assert v.base.owner is obj and kept_alive(v) == (id(v.base), obj) and kept_alive(v[2:]) == (id(v.base), obj)
+    assert f"{id(obj):x}" in repr(v.base) and "read-only" in repr(v.base)
+    del v, p
+    assert sys.getrefcount(obj) == before
+
+
+def test_both_paths_write_only_when_asked(array_path):
+    b = bytes([1, 2, 3])
+    w = payload(b, writable=True)
+    w[0] = 9
+    assert b == bytes([9, 2, 3]) and w.flags.writeable and "writable" in repr(w.base)
+
+
+def test_a_cycle_through_a_views_holder_is_collected(array_path):
+    class Node:
+        pass
+
+    node = Node()
+    node.holder = view(node).base  # node -> holder -> node (a cycle through the array is numpy's:
+    # ndarrays take no part in garbage collection)
+    gone = weakref.ref(node)
+    del node
+    gc.collect()
+    assert gone() is None
+
+
+def test_views_give_back_every_reference_they_take(array_path):
+    """1000 views made and dropped: the owner's count is back; made in C, they move a debug build's
+    total count no more than as many np.empty arrays."""
+    b = bytes(range(20))
+    before = sys.getrefcount(b)
+    ours = total_growth(lambda: (view(b)[3:], payload(b, writable=True)))
+    assert sys.getrefcount(b) == before
+    if array_path == "in C":
+        assert ours - total_growth(lambda: (np.empty(1)[3:], np.empty(1))) < 100

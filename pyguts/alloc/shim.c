@@ -172,6 +172,7 @@ static void *pg_advise(void *p, size_t n) {
    rallocx) with the context's flags, which name the arena pyguts made for itself (registry.py). */
 #define PG_MALLOCX_ZERO 0x40
 typedef void *(*pg_mallocx_fn)(size_t, int);
+#define PG_JEMALLOC_SMALL_MAX 14336   /* jemalloc 5's largest small size class with 4 KiB pages */
 typedef void *(*pg_rallocx_fn)(void *, size_t, int);
 
 static void *lib_malloc(pg_ctx *c, size_t n, int zero) {
@@ -305,7 +306,19 @@ uintptr_t pg_owned_alloc(uintptr_t ctx, size_t nbytes, size_t align, int zero) {
         p = pg_map(c, n, align);
         break;
     case PG_JEMALLOC:     /* mallocx(size, MALLOCX_LG_ALIGN(lg) | MALLOCX_ZERO | arena) */
-        p = ((pg_mallocx_fn)c->zalign_fn)(n, __builtin_ctzll(align) | (zero ? PG_MALLOCX_ZERO : 0) | c->flags);
+        p = NULL;
+        /* Asked to align, jemalloc takes a large block (over 14 KiB) from the arena, never from its
+         * thread cache (arena_palloc): 3x slower. Unasked, large blocks come cacheline-aligned
+         * (cache-oblivious offsets are whole cachelines), so try that first and check the address. */
+        if (n > PG_JEMALLOC_SMALL_MAX && align <= 64) {
+            p = ((pg_mallocx_fn)c->zalign_fn)(n, (zero ? PG_MALLOCX_ZERO : 0) | c->flags);
+            if (p && ((uintptr_t)p & (align - 1))) {
+                c->free_fn(p);
+                p = NULL;
+            }
+        }
+        if (!p)
+            p = ((pg_mallocx_fn)c->zalign_fn)(n, __builtin_ctzll(align) | (zero ? PG_MALLOCX_ZERO : 0) | c->flags);
         break;
     case PG_MIMALLOC:     /* mi_zalloc_aligned(size, alignment) */
         p = zero ? ((void *(*)(size_t, size_t))c->zalign_fn)(n, align) : c->memalign_fn(align, n);

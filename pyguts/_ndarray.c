@@ -117,28 +117,6 @@ static PyObject *held(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return wrap((PyObject *)h, addr, 1, &count, args[3], writable);
 }
 
-/* array(base, addr, shape, dtype, writable): array of shape (a tuple of ints) with base as .base. */
-static PyObject *array(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    void *addr;
-    int writable;
-    npy_intp dims[NPY_MAXDIMS];
-    if (nargs != 5)
-        return PyErr_Format(PyExc_TypeError, "array() takes 5 arguments, got %zd", nargs);
-    if (parse_common(args, &addr, &writable) < 0)
-        return NULL;
-    PyObject *shape = args[2];
-    if (!PyTuple_Check(shape) || PyTuple_GET_SIZE(shape) > NPY_MAXDIMS)
-        return PyErr_Format(PyExc_ValueError, "shape must be a tuple of at most %d ints", NPY_MAXDIMS);
-    int nd = (int)PyTuple_GET_SIZE(shape);
-    for (int i = 0; i < nd; i++) {
-        dims[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(shape, i));
-        if (dims[i] == -1 && PyErr_Occurred())
-            return NULL;
-    }
-    Py_INCREF(args[0]);
-    return wrap(args[0], addr, nd, dims, args[3], writable);
-}
-
 /* ---- owned arrays (pyguts.alloc.empty/zeros): memory from the alloc shim's pg_owned_alloc, given
  * back through pg_owned_free by a Memory object's dealloc, in C: no Python __del__ on that path. */
 typedef uintptr_t (*alloc_fn)(uintptr_t ctx, size_t nbytes, size_t align, int zero);
@@ -256,29 +234,27 @@ static PyObject *owned(PyObject *module, PyObject *const *args, Py_ssize_t nargs
 static PyMethodDef methods[] = {
     {"held", (PyCFunction)(void (*)(void))held, METH_FASTCALL,
      "held(owner, addr, count, dtype, writable): 1-D array over addr, base a Holder of owner"},
-    {"array", (PyCFunction)(void (*)(void))array, METH_FASTCALL,
-     "array(base, addr, shape, dtype, writable): array over addr with base as its .base"},
     {"blocks", (PyCFunction)(void (*)(void))blocks, METH_FASTCALL, "blocks(Block): the class owned() makes"},
     {"owned", (PyCFunction)(void (*)(void))owned, METH_FASTCALL,
      "owned(plan, zero): array over new memory from the plan's allocator, or None"},
     {NULL},
 };
 
-static PyObject *functions;  /* (Holder, held, array, blocks, owned), made once, never freed */
+static PyObject *functions;  /* (Holder, held, blocks, owned), made once, never freed */
 
-/* The address of the tuple (Holder, held, array, blocks, owned), or 0 with the error printed to stderr. */
+/* The address of the tuple (Holder, held, blocks, owned), or 0 with the error printed to stderr. */
 uintptr_t pg_nd_functions(void) {
     PyGILState_STATE gil = PyGILState_Ensure();
     if (functions == NULL) {
-        PyObject *f[4] = {NULL};
+        PyObject *f[3] = {NULL};
         int ok = _import_array() >= 0
             && (holder_type = (PyTypeObject *)PyType_FromSpec(&holder_spec)) != NULL
             && (memory_type = (PyTypeObject *)PyType_FromSpec(&memory_spec)) != NULL;
-        for (int i = 0; ok && i < 4; i++)
+        for (int i = 0; ok && i < 3; i++)
             ok = (f[i] = PyCFunction_New(&methods[i], NULL)) != NULL;
-        if (!ok || (functions = PyTuple_Pack(5, (PyObject *)holder_type, f[0], f[1], f[2], f[3])) == NULL)
+        if (!ok || (functions = PyTuple_Pack(4, (PyObject *)holder_type, f[0], f[1], f[2])) == NULL)
             PyErr_Print();
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < 3; i++)
             Py_XDECREF(f[i]);
     }
     uintptr_t out = (uintptr_t)functions;

@@ -2,34 +2,44 @@
 
 ``_ndarray.c`` is built on first use through :func:`pyguts.native.build` (cached on disk like
 every pyguts build) against this interpreter's and numpy's headers. :func:`functions` gives
-``(Holder, held, array, blocks, owned)``, or None where it cannot be built (no compiler, no headers, no cffi):
-callers then make the same arrays through ``__array_interface__``, and :func:`why_not` says why.
+:class:`Helpers`, or None where it cannot be built (no compiler, no headers, no cffi): callers
+then make the same arrays through ``__array_interface__``, and :func:`why_not` says why.
 
 >>> import numpy as np
 >>> f = functions()
 >>> if f is not None:
-...     Holder, held, array, blocks, owned = f
 ...     b = b"abc"
-...     v = held(b, id(b), 8, np.dtype(np.uint8), False)
-...     assert type(v.base) is Holder and v.base.owner is b and not v.flags.writeable
+...     v = f.held(b, id(b), 8, np.dtype(np.uint8), False)
+...     assert type(v.base) is f.Holder and v.base.owner is b and not v.flags.writeable
 """
 
 from __future__ import annotations
 
 import ctypes
 import pathlib
+from typing import Any, Callable, NamedTuple
 
 #: The C source, a real file shipped beside this module.
 SOURCE_PATH = pathlib.Path(__file__).with_name("_ndarray.c")
 
 _CDEF = "uintptr_t pg_nd_functions(void);"
 
-_functions: tuple | None = None
+
+class Helpers(NamedTuple):
+    """What the C module hands out (in the order of its tuple)."""
+
+    Holder: type                             # an array's .base that keeps a viewed object alive
+    held: Callable[..., Any]                 # held(owner, addr, count, dtype, writable) -> 1-D array
+    blocks: Callable[[type], None]           # blocks(Block): the class owned() makes
+    owned: Callable[[tuple, bool], Any]      # owned(plan, zero) -> array over new memory, or None
+
+
+_functions: Helpers | None = None
 _why_not: str | None = None
 
 
-def functions() -> tuple | None:
-    """``(Holder, held, array, blocks, owned)`` from the built module, or None (see :func:`why_not`)."""
+def functions() -> Helpers | None:
+    """The built module's :class:`Helpers`, or None (see :func:`why_not`)."""
     global _functions, _why_not
     if _functions is None and _why_not is None:
         try:
@@ -43,7 +53,7 @@ def functions() -> tuple | None:
             addr = library.lib.pg_nd_functions()
             if not addr:
                 raise RuntimeError("its set-up failed (the Python error was printed to stderr)")
-            _functions = ctypes.cast(addr, ctypes.py_object).value
+            _functions = Helpers(*ctypes.cast(addr, ctypes.py_object).value)
         except Exception as exc:  # noqa: BLE001 - any failure means: use the pure-Python way
             _why_not = f"{type(exc).__name__}: {exc}"
     return _functions
@@ -51,7 +61,7 @@ def functions() -> tuple | None:
 
 def holder_type() -> type | None:
     """The C ``Holder`` class if :func:`functions` built it already (never builds)."""
-    return _functions[0] if _functions else None
+    return _functions.Holder if _functions else None
 
 
 def why_not() -> str | None:

@@ -133,8 +133,8 @@ def _owned():
         if made is None:
             raise BuildError(f"pyguts.alloc needs its C helper (pyguts/_ndarray.c) built against numpy's "
                              f"headers, which failed: {_ndarray.why_not()}")
-        made[3](Block)
-        _OWNED = made[4]
+        made.blocks(Block)
+        _OWNED = made.owned
     return _OWNED
 
 

@@ -66,7 +66,7 @@ def _array(addr: int, count: int, dtype: np.dtype, writable: bool, owner: object
     made = _ndarray.functions()
     if made is None:
         return np.asarray(_Holder(addr, count, dtype, writable, owner))
-    return made[1](owner, addr, count, dtype, writable)
+    return made.held(owner, addr, count, dtype, writable)
 
 
 def kept_alive(x: object) -> tuple[int, object] | None:
@@ -142,7 +142,10 @@ def view(obj: object, *, writable: bool = False) -> np.ndarray:
     >>> v.flags.writeable, int(v[16])     # ob_size is at offset 16 on 64-bit builds
     (False, 13)
     """
-    return _array(id(obj), nbytes_of(obj), _U8, writable, obj)
+    made = _ndarray.functions()  # (the hot path of teaching loops: one call fewer than through _array)
+    if made is None:
+        return _array(id(obj), nbytes_of(obj), _U8, writable, obj)
+    return made.held(obj, id(obj), nbytes_of(obj), _U8, writable)
 
 
 def _check_mapped(addr: int, nbytes: int, writable: bool) -> None:

@@ -87,21 +87,15 @@ static PyObject *wrap(PyObject *base, void *data, int nd, npy_intp *dims, PyObje
     return arr;
 }
 
-static int parse_common(PyObject *const *args, void **addr, int *writable) {
-    *addr = PyLong_AsVoidPtr(args[1]);
-    if (*addr == NULL && PyErr_Occurred())
-        return -1;
-    *writable = PyObject_IsTrue(args[4]);
-    return *writable < 0 ? -1 : 0;
-}
-
 /* held(owner, addr, count, dtype, writable): 1-D array whose base is a new Holder of owner. */
 static PyObject *held(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    void *addr;
-    int writable;
     if (nargs != 5)
         return PyErr_Format(PyExc_TypeError, "held() takes 5 arguments, got %zd", nargs);
-    if (parse_common(args, &addr, &writable) < 0)
+    void *addr = PyLong_AsVoidPtr(args[1]);
+    if (addr == NULL && PyErr_Occurred())
+        return NULL;
+    int writable = PyObject_IsTrue(args[4]);
+    if (writable < 0)
         return NULL;
     npy_intp count = PyLong_AsSsize_t(args[2]);
     if (count == -1 && PyErr_Occurred())

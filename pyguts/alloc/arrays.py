@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 

@@ -141,18 +141,25 @@ def _owned():
 _OWNED = None
 
 
+def _int_shape(shape) -> bool:
+    return type(shape) is int or (type(shape) is tuple and all(type(n) is int for n in shape))
+
+
 def _alloc(shape, dtype, allocator, alignment, zero: bool) -> np.ndarray:
     key = (shape, dtype, allocator, alignment)
     try:
         plan = _PLANS[key]
-        # dtypes that differ only in metadata compare (and hash) equal: a dtype object must be the one planned.
-        if plan.request is not dtype and isinstance(dtype, np.dtype):
-            raise KeyError(key)
     except (KeyError, TypeError):  # new, or unhashable (a list shape, a dict dtype)
+        plan = None
+    # Equal keys are not always the same request: 3.0 == 3 (a float shape must be refused), and
+    # dtypes that differ only in metadata compare (and hash) equal, so a dtype object must be the one planned.
+    if (plan is None or type(alignment) is not int or not (type(shape) is int or _int_shape(shape))
+            or (plan.request is not dtype and isinstance(dtype, np.dtype))):
         plan = _plan(shape, dtype, allocator, alignment)
-        # Only plans that equal keys cannot confuse: no fields (equal structs may differ in
-        # offsets or titles), no metadata.
-        if plan.dtype.fields is None and plan.dtype.metadata is None and len(_PLANS) < _PLANS_MAX:
+        # Only plans that equal keys cannot confuse: int sizes, no fields (equal structs may differ
+        # in offsets or titles), no metadata.
+        if (type(alignment) is int and _int_shape(shape) and plan.dtype.fields is None
+                and plan.dtype.metadata is None and len(_PLANS) < _PLANS_MAX):
             try:
                 _PLANS[key] = plan
             except TypeError:

@@ -511,3 +511,16 @@ def test_threads_allocating_at_once_keep_the_books_straight(name):
     assert after["owned_frees"] - before["owned_frees"] == 1200
     assert after["owned_live_bytes"] == before["owned_live_bytes"]
     assert after["handler_allocs"] - before["handler_allocs"] == after["handler_frees"] - before["handler_frees"] >= 1200
+
+
+@pytest.mark.parametrize(("shape", "alignment"), [(64.0, 64), ((8.0, 8), 64), (64, 64.0), (64, True)])
+def test_a_planned_request_does_not_pass_values_that_only_equal_it(shape, alignment):
+    """Requests are planned once and cached, but 64.0 == 64 must not borrow the plan of 64: numpy and
+    alloc refuse float sizes, cached or not (True is an int: alignment True means 1, as before)."""
+    alloc.empty(64, allocator="libc")
+    alloc.empty((8, 8), allocator="libc")
+    if isinstance(alignment, bool):
+        assert alloc.owner(alloc.empty(shape, allocator="libc", alignment=alignment)).alignment == 16
+        return
+    with pytest.raises(TypeError, match="integer"):
+        alloc.empty(shape, allocator="libc", alignment=alignment)

@@ -153,13 +153,12 @@ def _alloc(shape, dtype, allocator, alignment, zero: bool) -> np.ndarray:
         plan = None
     # Equal keys are not always the same request: 3.0 == 3 (a float shape must be refused), and
     # dtypes that differ only in metadata compare (and hash) equal, so a dtype object must be the one planned.
-    if (plan is None or type(alignment) is not int or not (type(shape) is int or _int_shape(shape))
-            or (plan.request is not dtype and isinstance(dtype, np.dtype))):
+    ints = type(alignment) is int and (type(shape) is int or _int_shape(shape))
+    if plan is None or not ints or (plan.request is not dtype and isinstance(dtype, np.dtype)):
         plan = _plan(shape, dtype, allocator, alignment)
         # Only plans that equal keys cannot confuse: int sizes, no fields (equal structs may differ
         # in offsets or titles), no metadata.
-        if (type(alignment) is int and _int_shape(shape) and plan.dtype.fields is None
-                and plan.dtype.metadata is None and len(_PLANS) < _PLANS_MAX):
+        if ints and plan.dtype.fields is None and plan.dtype.metadata is None and len(_PLANS) < _PLANS_MAX:
             try:
                 _PLANS[key] = plan
             except TypeError:

@@ -47,7 +47,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pyguts.isolation import parent, wire
+from pyguts.isolation import native, parent, wire
 from pyguts.isolation.child import child_main, child_streams
 from pyguts.isolation.parent import LOST, OUTPUT_TAIL_NBYTES, SIGCHLD, signal_name
 from pyguts._compat import HAS_FORK
@@ -106,6 +106,9 @@ class Outcome:
     signal_name: str | None = None
     exit_code: int | None = None
     fault_traceback: str = ""
+    native_crash: native.Crash | None = field(default=None, repr=False)
+    fault_address: int | None = None
+    fault_region: str = ""
     stdout: str = ""
     stderr: str = ""
     duration_s: float = 0.0
@@ -113,6 +116,18 @@ class Outcome:
     timeout: float | None = None
     detail: str = ""
     _exc_pickle: bytes | None = field(default=None, repr=False)
+    _native_frames: tuple[native.NativeFrame, ...] | None = field(default=None, repr=False)
+
+    @property
+    def native_frames(self) -> tuple[native.NativeFrame, ...]:
+        """The crashing thread's native frames, innermost first (empty when none were recorded).
+
+        Symbolized on first use (symbol tables, and ``addr2line`` for file:line): tens of ms per
+        shared object, paid only by crashes someone looks at.
+        """
+        if self._native_frames is None:
+            self._native_frames = native.symbolize(self.native_crash) if self.native_crash else ()
+        return self._native_frames
 
     @property
     def ok(self) -> bool:
@@ -138,6 +153,13 @@ class Outcome:
             parts.append(self.detail)
         if self.exc_traceback and self.status == "raised":
             parts.append("child traceback:\n" + self.exc_traceback.rstrip())
+        if self.fault_address is not None:
+            parts.append("fault address: %#x, %s" % (self.fault_address, self.fault_region))
+        if self.native_frames:
+            parts.append("native frames of the crashing thread (most recent call first):\n"
+                         + native.describe(self.native_frames))
+        elif self.status == "crashed" and native.why_not():
+            parts.append("no native frames: the crash handler could not be built (%s)" % native.why_not())
         if self.fault_traceback:
             parts.append("child faulthandler output:\n" + self.fault_traceback.rstrip())
         for name in ("stdout", "stderr"):
@@ -204,6 +226,8 @@ class Outcome:
             rows.append(("value", _short_repr(self.value)))
         if self.exc_type is not None:
             rows.append(("exception", "%s: %s" % (self.exc_type, self.exc_message)))
+        if self.fault_address is not None:
+            rows.append(("fault address", "%#x, %s" % (self.fault_address, self.fault_region)))
         if self.timeout is not None:
             rows.append(("timeout", "%gs" % self.timeout))
         rows += [("pid", str(self.pid)), ("duration", "%.1f ms" % (self.duration_s * 1e3))]
@@ -216,6 +240,7 @@ class Outcome:
                  "<table>%s</table>" % table]
         failed = self.status != "ok"
         for title, text, open_ in (("child traceback", self.exc_traceback, True),
+                                   ("native frames (most recent call first)", native.describe(self.native_frames), True),
                                    ("child faulthandler output", self.fault_traceback, True),
                                    ("child stdout (last %d bytes kept)" % OUTPUT_TAIL_NBYTES, self.stdout, failed),
                                    ("child stderr (last %d bytes kept)" % OUTPUT_TAIL_NBYTES, self.stderr, failed)):
@@ -244,6 +269,7 @@ def isolate(fn: Callable[..., Any], /, *args: Any, timeout: float | None = None,
     if timeout is not None and not timeout > 0:
         raise ValueError("timeout must be a positive number of seconds or None, got %r" % (timeout,))
     streams = child_streams()
+    native_handler = native.installer()  # (built on the first call; cached on disk)
     sigchld_held = SIGCHLD.hold()
     ending = parent.ending_page()  # shared with the child: survives it closing fds
     pipes: list[tuple[int, int]] = []
@@ -267,7 +293,8 @@ def isolate(fn: Callable[..., Any], /, *args: Any, timeout: float | None = None,
             if pid == 0:  # child: never returns
                 if child_ignores_sigchld:  # the disposition its parent's code set
                     parent.set_sig(signal.SIGCHLD, signal.SIG_IGN)
-                child_main(fn, args, kwargs, pipes, timeout is not None, streams, gc_enabled, ending, channel)
+                child_main(fn, args, kwargs, pipes, timeout is not None, streams, gc_enabled, ending, channel,
+                           native_handler)
             for i, (r, w) in enumerate(pipes):
                 pipes[i] = (r, -1)  # closed: never close that number again (another thread may reuse it)
                 os.close(w)
@@ -395,6 +422,17 @@ def _trial_load(main: Any, buffers: Any) -> None:
 
 
 def _outcome(ended: tuple, ending: Any, pid: int, timeout: float | None) -> Outcome:
+    """:func:`_named_outcome`, with the native crash record taken out of the fault text and symbolized."""
+    crash, fault = native.split(ended[-1])
+    outcome = _named_outcome(ended[:-1] + (fault,), ending, pid, timeout)
+    if crash is not None:
+        outcome.native_crash = crash
+        if crash.signal in (signal.SIGSEGV, signal.SIGBUS):
+            outcome.fault_address, outcome.fault_region = crash.address, native.fault_region(crash)
+    return outcome
+
+
+def _named_outcome(ended: tuple, ending: Any, pid: int, timeout: float | None) -> Outcome:
     """Name how the child ended, from what :func:`parent.collect` saw and the ending record."""
     wait_status, stop_signal, timed_out, result, received, stdout, stderr, fault = ended
     signum, sig_name, exit_code = parent.decode_status(wait_status)

@@ -51,12 +51,15 @@ def libc_fflush() -> None:
 
 def child_main(fn: Callable[..., Any], args: tuple, kwargs: dict, pipes: list[tuple[int, int]],
                dump_on_signal: bool, streams: tuple[io.TextIOWrapper, io.TextIOWrapper],
-               gc_enabled: bool, ending: Any, channel: tuple[int, int]) -> None:
+               gc_enabled: bool, ending: Any, channel: tuple[int, int],
+               native_handler: Callable[[int], int] | None) -> None:
     """Body of the forked child: redirect fds, call fn, send the frame, leave with os._exit.
 
     ``channel`` is the (device, inode) of the result pipe; when fn closed it, or its own code
     failed, the child says so in ``ending``, the page it shares with the parent
     (:data:`wire.ENDING_NBYTES`). Only this process sends: a process fn forked exits here.
+    ``native_handler(fd)`` puts the native crash record's handler in front of faulthandler's
+    (:mod:`pyguts.isolation.native`).
     """
     code = _EXIT_INTERNAL
     me = os.getpid()
@@ -84,6 +87,8 @@ def child_main(fn: Callable[..., Any], args: tuple, kwargs: dict, pipes: list[tu
         os.close(devnull)
         sys.stdout, sys.stderr = streams  # Python output unbuffered: it survives a crash
         faulthandler.enable(file=fault_w, all_threads=True)
+        if native_handler is not None:
+            native_handler(fault_w)
         if dump_on_signal and DUMP_SIGNAL is not None:
             faulthandler.register(DUMP_SIGNAL, file=fault_w, all_threads=True, chain=False)
         try:

@@ -27,6 +27,8 @@ from pyguts.isolation.child import DUMP_SIGNAL, libc_fflush
 
 #: Bytes of the child's stdout/stderr kept (the tail); earlier output is dropped.
 OUTPUT_TAIL_NBYTES = 64 * 1024
+#: Bytes kept from the start of the fault pipe besides its tail: the native crash record.
+NATIVE_HEAD_NBYTES = 32 * 1024
 #: Chunk size of one read from an output pipe.
 _READ_NBYTES = 256 * 1024
 #: After a timeout the child gets this long to dump its stack (faulthandler on SIGUSR2).
@@ -141,23 +143,38 @@ def ending_page() -> mmap.mmap:
 
 
 class _Tail:
-    """The parent's end of an output pipe: a bounded tail of what arrived."""
+    """The parent's end of an output pipe: a bounded tail of what arrived, and its first
+    ``head`` bytes (the fault pipe's: the native crash record comes before faulthandler's text)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, head: int = 0) -> None:
         self.fd = fd
         self.data = bytearray()
         self.open = True
+        self.head = bytearray()
+        self.head_room = head
+        self.cut = False
 
     def read_once(self) -> bool:
         """Read what is available; return False at end of file."""
         chunk = os.read(self.fd, _READ_NBYTES)
+        got = bool(chunk)
+        if self.head_room and chunk:
+            kept = chunk[:self.head_room]
+            self.head += kept
+            self.head_room -= len(kept)
+            chunk = chunk[len(kept):]
         self.data += chunk
         if len(self.data) > 2 * OUTPUT_TAIL_NBYTES:
             del self.data[:-OUTPUT_TAIL_NBYTES]
-        return bool(chunk)
+            self.cut = True
+        return got
 
     def text(self) -> str:
-        return bytes(self.data[-OUTPUT_TAIL_NBYTES:]).decode("utf-8", "replace")
+        data = self.data[-OUTPUT_TAIL_NBYTES:]
+        if self.head:
+            cut = self.cut or len(self.data) > OUTPUT_TAIL_NBYTES
+            data = self.head + (b"\n[... cut ...]\n" if cut else b"") + data
+        return bytes(data).decode("utf-8", "replace")
 
 
 class FrameReader:
@@ -237,7 +254,7 @@ def collect(pid: int, fds: list[int], start: float, timeout: float | None,
     record class, because every object touched here after the fork costs a page fault.
     """
     result = FrameReader(fds[0])
-    outputs = [_Tail(fd) for fd in fds[1:]]
+    outputs = [_Tail(fds[1]), _Tail(fds[2]), _Tail(fds[3], head=NATIVE_HEAD_NBYTES)]
     readers: list[Any] = [result, *outputs]
     by_fd = {r.fd: r for r in readers}
     poller = select.poll()

@@ -26,7 +26,7 @@ SDIST_NEEDS = ("LICENSE", "README.md", "SAFETY.md", "Makefile", "pyproject.toml"
                ".ci/current-pythons.sh", "tests/unit/test_architecture.py", "tests/integration/test_packaging.py",
                "examples/01_c_kernel.py", "examples/tour.ipynb", "gpu_kernels/magnitude.cu",
                "gpu_kernels/cpu_shim.h", "benchmarks/run.py", "pyguts/alloc/shim.c", "pyguts/_ndarray.c",
-               "pyguts/py.typed")
+               "pyguts/isolation/_crash.c", "pyguts/py.typed")
 #: Tracked files an sdist leaves out on purpose.
 SDIST_SKIPS = {".gitignore"}
 
@@ -94,7 +94,8 @@ def test_the_wheel_holds_one_top_level_package_with_its_data(dists):
     tops = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert tops == {"pyguts"}
     for needed in ("pyguts/device/gpu_kernels/magnitude.cu", "pyguts/device/gpu_kernels/cpu_shim.h",
-                   "pyguts/alloc/shim.c", "pyguts/_ndarray.c", "pyguts/tour/examples/01_c_kernel.py",
+                   "pyguts/alloc/shim.c", "pyguts/_ndarray.c", "pyguts/isolation/_crash.c",
+                   "pyguts/tour/examples/01_c_kernel.py",
                    "pyguts/py.typed"):
         assert needed in names, needed
 
@@ -114,11 +115,13 @@ def test_an_installed_wheel_finds_its_kernels_and_shim_outside_the_repository(di
             "x, y, out = np.full(4, 3.0), np.full(4, 4.0), np.zeros(4)\n"
             "device.cpu_reference('magnitude').magnitude_f64(x, y, out)   # the .cu built for the CPU\n"
             "print(sorted(gpu_kernels.names()), out.tolist(), int(alloc.zeros(8, 'u1', allocator='libc').sum()),\n"
-            "      type(pyguts.view(b'x').base).__name__)   # made by the shipped _ndarray.c\n")
+            "      type(pyguts.view(b'x').base).__name__)   # made by the shipped _ndarray.c\n"
+            "import ctypes, pyguts.isolation as iso\n"
+            "print(iso.isolate(ctypes.string_at, 0).native_frames[1].function)   # the shipped _crash.c\n")
     done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split("]", 1)[0] == "['magnitude', 'momentum', 'reduce'", done.stdout
-    assert "[5.0, 5.0, 5.0, 5.0] 0 Holder" in done.stdout, done.stdout
+    assert "[5.0, 5.0, 5.0, 5.0] 0 Holder\nstring_at\n" in done.stdout, done.stdout
     command = str(env / "bin" / "pyguts")
     done = subprocess.run([command, "--version"], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.startswith(f"pyguts {pyguts.__version__} from "), done.stdout

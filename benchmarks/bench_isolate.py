@@ -7,6 +7,9 @@ this process). Candidates: ``isolate`` (goal, issue 17: within 1.2x the floor), 
 ``apply``d once and closed for every call (the multiprocessing way to get the same per-call
 isolation), and ``subprocess.run`` of ``python -c pass``. A reused pool is shown for scale only: it
 forks once, so it isolates nothing.
+
+The native crash handler's cost (issue 18: within 1.05x): the same round trip with the handler
+switched off, as isolate ran before it, against the default, in one interleaved comparison.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import os
 import subprocess
 import sys
 
-from pyguts.isolation import isolate
+from pyguts.isolation import isolate, native
 
 
 #: The trivial function: a builtin, so multiprocessing can pickle it by name from this
@@ -67,6 +70,19 @@ def run(h) -> None:
         "mp fork Pool(1).apply, pool per call": pool_per_call,
         "subprocess python -c pass": python_c_pass,
     }, repeat=15, goal={"pyguts isolate(trivial)": 1.2})
+
+    def without_native_handler() -> None:
+        saved = native._install, native._why_not
+        native._install, native._why_not = None, "switched off by the benchmark"
+        try:
+            isolate(_trivial)
+        finally:
+            native._install, native._why_not = saved
+
+    native.installer()  # (built before timing)
+    h.compare("isolate: native crash handler", ("without the handler (as before issue 18)", without_native_handler),
+              {"with it (the default)": lambda: isolate(_trivial)}, repeat=15,
+              goal={"with it (the default)": 1.05})
     # Last, and apart: a live pool keeps threads in this process, and forking a threaded
     # process is what the others must not do.
     reused = ctx.Pool(1)

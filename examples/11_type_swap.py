@@ -5,7 +5,8 @@ The notebook wrote a bytes object's ``ob_type`` to a subclass whose instances ha
 pointer and the kernel died. ``pyguts.swap_type`` does the checks CPython's ``__class__``
 assignment does and refuses, naming the difference. ``force=True`` writes ``ob_type`` anyway: do
 it inside ``pyguts.isolate``, a forked child whose death comes back as an ``Outcome`` (status,
-signal, the child's faulthandler traceback) while this interpreter lives on.
+signal, the address it faulted on, the C frames it died in, the child's faulthandler traceback)
+while this interpreter lives on.
 
 Run: python examples/11_type_swap.py
 """
@@ -51,7 +52,12 @@ def forced_swap():
 out = pyguts.isolate(forced_swap, timeout=60)
 print(f"\nforced inside pyguts.isolate: status={out.status!r}, signal={out.signal} ({out.signal_name}), "
       f"after {out.duration_s * 1e3:.0f} ms")
-print("the child's faulthandler report:")
+if out.fault_address is not None:
+    print(f"it faulted on address {out.fault_address:#x}: {out.fault_region}")
+print("in C (the crashing thread's innermost native frames):")
+for frame in out.native_frames[:4]:
+    print(f"  | {frame}")
+print("the child's faulthandler report (its Python frames):")
 for line in [ln for ln in out.fault_traceback.splitlines() if ln.strip()][:6]:
     print(f"  | {line}")
 print(f"\nand this interpreter lives on: b = {b!r}, type {type(b).__name__}")

@@ -31,6 +31,9 @@ _EXIT_INTERNAL = 70
 _EXIT_NO_CHANNEL = 74
 #: Most buffers passed to one writev (POSIX guarantees at least 16; Linux allows 1024).
 _IOV_MAX = 16
+#: faulthandler's own C stack (3.14+) is left out where pyguts' handler records it: called from
+#: that handler, it would start with that handler's frames.
+_NO_C_STACK = {"c_stack": False} if sys.version_info >= (3, 14) else {}
 #: Signal the parent sends on timeout so the child's faulthandler dumps where it is stuck.
 DUMP_SIGNAL = getattr(signal, "SIGUSR2", None)
 
@@ -86,9 +89,11 @@ def child_main(fn: Callable[..., Any], args: tuple, kwargs: dict, pipes: list[tu
         os.dup2(devnull, 0)
         os.close(devnull)
         sys.stdout, sys.stderr = streams  # Python output unbuffered: it survives a crash
-        faulthandler.enable(file=fault_w, all_threads=True)
         if native_handler is not None:
+            faulthandler.enable(file=fault_w, all_threads=True, **_NO_C_STACK)
             native_handler(fault_w)
+        else:  # (3.14+ then prints its own C stack, as text)
+            faulthandler.enable(file=fault_w, all_threads=True)
         if dump_on_signal and DUMP_SIGNAL is not None:
             faulthandler.register(DUMP_SIGNAL, file=fault_w, all_threads=True, chain=False)
         try:

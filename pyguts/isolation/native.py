@@ -8,9 +8,11 @@ each address becomes its shared object, the ELF address in it, the function (fro
 symbol table, or its dynamic one when stripped) and, where the object has debug info and binutils'
 ``addr2line`` is installed, the file and line.
 
-The same handler runs on every CPython, so the frames come as the same data everywhere; 3.14+
-also prints its own C stack in faulthandler's text. Where no C compiler is found, crash reports
-have no native frames and :func:`why_not` says why.
+The same handler runs on every CPython, so the frames come as the same data everywhere, with the
+fault address that CPython's own C-stack dump (3.14+) lacks; that dump is switched off where this
+handler runs (it would start with the handler's frames). Where no C compiler is found, crash
+reports have no native frames, :func:`why_not` says why, and 3.14+ still prints its C stack as
+text in faulthandler's output.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import pathlib
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 from dataclasses import dataclass
@@ -115,12 +118,15 @@ def split(text: str) -> tuple[Crash | None, str]:
         return None, text
     ours, rest = [], []
     for line in text.splitlines(keepends=True):
-        (ours if line.startswith(PREFIX) else rest).append(line[len(PREFIX):].rstrip("\n")
-                                                           if line.startswith(PREFIX) else line)
+        if line.startswith(PREFIX):
+            ours.append(line[len(PREFIX):].rstrip("\n"))
+        else:
+            rest.append(line)
     try:
-        return _parse(ours), "".join(rest)
-    except (ValueError, IndexError):   # a record cut short mid-line: keep it as text
-        return None, text
+        crash = _parse(ours)
+    except (ValueError, IndexError, KeyError):
+        crash = None
+    return (crash, "".join(rest)) if crash else (None, text)   # cut short mid-line, or not ours: text
 
 
 def _parse(lines: list[str]) -> Crash | None:
@@ -223,10 +229,14 @@ class _Elf:
 
 @functools.lru_cache(maxsize=64)
 def _elf(path: str) -> _Elf | None:
+    """The object's tables, or None. The path comes from the child: only regular files are read
+    (a FIFO would block), and a malformed file is no object."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
             return _read_elf(data)
-    except (OSError, ValueError, struct.error):
+    except (OSError, ValueError, IndexError, struct.error):
         return None
 
 

@@ -33,7 +33,7 @@ from pyguts.errors import BuildError
 from pyguts.native import team
 
 #: Bumped when the generated code or the compile command changes shape (invalidates old builds).
-BUILD_FORMAT = 5
+BUILD_FORMAT = 6
 
 #: Flags that favour speed without changing results: -fno-math-errno lets gcc vectorise sqrt
 #: (errno is never read back), unlike -ffast-math which changes rounding and NaN handling;
@@ -216,9 +216,11 @@ def _compile(cdef, source, *, language, flags, libraries, threads, name, modname
         native = _compiler_facts(compiler)[1]
         # Debug info as DWARF 4: binutils 2.40's addr2line reads a DWARF 5 line table's file 1 as
         # file 0, so a crash in the user's source (file 1, by the #line above) would be placed in
-        # the generated file (pyguts.isolation.native symbolizes through addr2line).
-        dwarf = ["-gdwarf-4"] if set(flags) & {"-g", "-g2", "-g3", "-ggdb"} and \
-            not any(f.startswith("-gdwarf") for f in flags) else []
+        # the generated file (pyguts.isolation.native symbolizes through addr2line). Its files are
+        # named from "." rather than from this build folder, which is gone after the build.
+        debug = set(flags) & {"-g", "-g2", "-g3", "-ggdb"}
+        dwarf = ["-gdwarf-4"] if debug and not any(f.startswith("-gdwarf") for f in flags) else []
+        dwarf += [f"-fdebug-prefix-map={tmp}=."] if debug else []
         command = [*compiler, "-shared", "-fPIC", *DEFAULT_FLAGS, *native, *strict, *openmp, *flags, *dwarf,
                    f"-I{_compat.PY_INCLUDE}", "-o", str(out), str(generated), *link, *openmp]
         done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp)

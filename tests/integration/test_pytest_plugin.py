@@ -77,6 +77,10 @@ def test_after():
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines([
         "*killed by SIGSEGV (signal 11)*",
+        "*fault address: 0x0, NULL*",
+        "*native frames of the crashing thread (most recent call first):*",
+        "*#0 *(libc.so*",
+        "*string_at*(_ctypes*",
         "*Fatal Python error: Segmentation fault*",
         '*File "*test_sample.py", line * in test_null_read*',
     ])

@@ -7,6 +7,7 @@ import ctypes
 import mmap
 import os
 import signal
+import sys
 import threading
 
 import numpy
@@ -74,6 +75,7 @@ def test_a_null_read_through_ctypes_names_libc_and_ctypes_and_the_null_address()
     at = _frame(outcome, "string_at")   # ctypes' C function, one frame up
     assert os.path.basename(at.object).startswith("_ctypes") and frames.index(at) <= 2
     assert "fault address: 0x0, NULL" in outcome.describe()
+    assert "C stack" not in outcome.fault_traceback   # 3.14+'s own dump is off: these frames replace it
     assert "string_at" in outcome.describe()   # the text report lists the frames too
 
 
@@ -174,6 +176,8 @@ def test_without_the_handler_the_report_says_why(monkeypatch):
     assert "no native frames: the crash handler could not be built (BuildError: no C compiler found)" \
         in outcome.describe()
     assert "string_at" in outcome.fault_traceback   # faulthandler's Python frames as before
+    if sys.version_info >= (3, 14):                   # and CPython's own C stack, as text
+        assert "Current thread's C stack trace" in outcome.fault_traceback
 
 
 def test_the_record_parses_and_is_taken_out_of_the_fault_text():
@@ -188,3 +192,15 @@ def test_the_record_parses_and_is_taken_out_of_the_fault_text():
     assert crash.maps == ((0x1000, 0x2000, "r-xp", 0, "/no/such/lib.so"),)
     assert native.symbolize(crash) == (native.NativeFrame(0x1000, "/no/such/lib.so"),)   # unreadable file
     assert native.split("no record here\n") == (None, "no record here\n")
+
+
+def test_a_hostile_record_is_text_and_names_no_file_that_blocks(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    text = ("pyguts-native: signal 11 code 1 address 0x0 pc 0x1000 thread 7\n"
+            "pyguts-native: frame 0x1000\n"
+            f"pyguts-native: map 1000-2000 r-xp 00000000 08:01 42 {fifo}\n")
+    crash, _ = native.split(text)
+    assert native.symbolize(crash) == (native.NativeFrame(0x1000, str(fifo)),)   # returns: never opened
+    for junk in ("pyguts-native: signal x\n", "pyguts-native: frame 0x1\n", "pyguts-native: map zz\n"):
+        assert native.split(junk) == (None, junk)

@@ -79,6 +79,12 @@ class NativeFrame:
     line: int | None = None
     inlined: str | None = None
 
+    @property
+    def name(self) -> str | None:
+        """``function`` without a compiler clone's suffix: "string_at.lto_priv.0", "f.cold",
+        "f.part.0" are "string_at", "f", "f" (the name to look for in a report)."""
+        return self.function.split(".", 1)[0] if self.function else None
+
     def __str__(self) -> str:
         where = self.function or "??"
         if self.function and self.function_offset is not None:
@@ -268,10 +274,10 @@ def _read_elf(data: Any) -> _Elf | None:
     return _Elf(loads, symbols)
 
 
-def _addr2line(lookup: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[str | None, str, int]]:
+def _addr2line(lookup: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[str | None, str | None, int | None]]:
     """{(object, address): (function, file, line)} for those addr2line knows (none without it)."""
     tool = shutil.which("addr2line")
-    found: dict[tuple[str, int], tuple[str | None, str, int]] = {}
+    found: dict[tuple[str, int], tuple[str | None, str | None, int | None]] = {}
     if tool is None:
         return found
     by_object: dict[str, list[int]] = {}
@@ -297,6 +303,8 @@ def _addr2line(lookup: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[str
                 break
             function, place = out[2 * k], out[2 * k + 1]
             file, _, line = place.partition(" ")[0].rpartition(":")
-            if file and file != "??" and line.isdigit() and int(line):
-                found[(path, addr)] = (None if function == "??" else function, file, int(line))
+            known = file not in ("", "??") and line.isdigit() and int(line) > 0
+            if known or function != "??":   # (a separate debug file may name it without a line)
+                found[(path, addr)] = (None if function == "??" else function,
+                                       file if known else None, int(line) if known else None)
     return found

@@ -117,11 +117,11 @@ def test_an_installed_wheel_finds_its_kernels_and_shim_outside_the_repository(di
             "print(sorted(gpu_kernels.names()), out.tolist(), int(alloc.zeros(8, 'u1', allocator='libc').sum()),\n"
             "      type(pyguts.view(b'x').base).__name__)   # made by the shipped _ndarray.c\n"
             "import ctypes, pyguts.isolation as iso\n"
-            "print(iso.isolate(ctypes.string_at, 0).native_frames[1].function)   # the shipped _crash.c\n")
+            "print('string_at' in [f.name for f in iso.isolate(ctypes.string_at, 0).native_frames])   # _crash.c\n")
     done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split("]", 1)[0] == "['magnitude', 'momentum', 'reduce'", done.stdout
-    assert "[5.0, 5.0, 5.0, 5.0] 0 Holder\nstring_at\n" in done.stdout, done.stdout
+    assert "[5.0, 5.0, 5.0, 5.0] 0 Holder\nTrue\n" in done.stdout, done.stdout
     command = str(env / "bin" / "pyguts")
     done = subprocess.run([command, "--version"], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.startswith(f"pyguts {pyguts.__version__} from "), done.stdout

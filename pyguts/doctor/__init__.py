@@ -433,6 +433,25 @@ def _faulthandler() -> tuple:
     return "ok", f"a NULL read in an isolated child came back as {outcome.signal_name} with its faulthandler trace"
 
 
+def _native_frames() -> tuple:
+    from pyguts.isolation import isolate, native
+
+    if not _compat.HAS_FORK:
+        return "missing", "needs os.fork", "use Linux or macOS for crash isolation"
+    if native.installer() is None:
+        return ("missing", f"the crash handler pyguts/isolation/_crash.c is not built ({native.why_not()}): "
+                           "crash reports have the signal and the Python frames, not the C ones",
+                "install a C compiler (apt-get install gcc)")
+    outcome = isolate(_segfault, timeout=30)
+    names = [f.name for f in outcome.native_frames]
+    if outcome.fault_region != "NULL" or "string_at" not in names:
+        return "broken", f"a NULL read in a child gave: {outcome.describe()}", \
+            "report this: the child's native frames should name ctypes' string_at"
+    lines = "; file:line from addr2line where debug info exists" if shutil.which("addr2line") else \
+        "; no addr2line, so no file:line (apt-get install binutils)"
+    return "ok", f"a NULL read in an isolated child names its C frames ({len(names)}, string_at among them){lines}"
+
+
 # --- assembly --------------------------------------------------------------------------------------
 
 def _table() -> dict[str, list[tuple[str, Callable[[], tuple]]]]:
@@ -452,7 +471,7 @@ def _table() -> dict[str, list[tuple[str, Callable[[], tuple]]]]:
                 ("NVVM", lambda: _from_tool(probe.nvvm_tool())),
                 ("CuPy", _cupy), ("NVRTC", lambda: _from_tool(probe.nvrtc_tool())), *_driver_and_device()],
         "isolation": [("fork", _fork), ("pidfd", _pidfd), ("isolate round trip", _isolate_round_trip),
-                      ("faulthandler", _faulthandler)],
+                      ("faulthandler", _faulthandler), ("native frames", _native_frames)],
     }
 
 

@@ -23,7 +23,7 @@ EXPECTED = {
     "allocators": ["jemalloc", "mimalloc", "tcmalloc", "libc", "mmap", "mmap-huge", "jemalloc TLS fix"],
     "libraries": ["libgsl", "libgslcblas", "Cython", "cppyy"],
     "gpu": ["numba", "numba CUDA target", "NVVM", "CuPy", "NVRTC", "driver", "device"],
-    "isolation": ["fork", "pidfd", "isolate round trip", "faulthandler"],
+    "isolation": ["fork", "pidfd", "isolate round trip", "faulthandler", "native frames"],
 }
 ALL_NAMES = [name for names in EXPECTED.values() for name in names]
 FIELDS = {"section", "name", "status", "found", "fix", "elapsed_ms", "extra"}
@@ -195,6 +195,17 @@ def test_a_check_that_raises_is_a_broken_finding(monkeypatch):
     found = {c.name: c for c in doctor.checks(("isolation",))}
     assert found["pidfd"].status == "broken" and "OSError: no /proc here" in found["pidfd"].found
     assert found["fork"].status == "ok" and doctor.exit_status(list(found.values())) == 0
+
+
+def test_the_native_frames_row_crashes_a_child_for_real_and_says_why_when_unbuilt(monkeypatch):
+    from pyguts.isolation import native
+
+    row = {c.name: c for c in doctor.checks(("isolation",))}["native frames"]
+    assert row.status == "ok" and "string_at among them" in row.found, row.found
+    monkeypatch.setattr(native, "_install", None)
+    monkeypatch.setattr(native, "_why_not", "BuildError: no C compiler found")
+    row = {c.name: c for c in doctor.checks(("isolation",))}["native frames"]
+    assert row.status == "missing" and "no C compiler found" in row.found and "gcc" in row.fix
 
 
 @pytest.mark.every_python

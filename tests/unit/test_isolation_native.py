@@ -115,6 +115,43 @@ def test_a_crash_in_a_non_main_thread_gives_that_threads_frames():
     assert "pg_crash_in_thread" not in [f.name for f in outcome.native_frames]   # (it waits in join)
 
 
+EXTENSION = """\
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+static PyObject *poke(PyObject *self, PyObject *arg) {
+    volatile long *p = (long *)PyLong_AsVoidPtr(arg);
+    return PyLong_FromLong(*p);
+}
+static PyMethodDef methods[] = {{"poke", poke, METH_O, NULL}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "%s", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_%s(void) { return PyModule_Create(&module); }
+"""
+
+
+@pytest.mark.parametrize("debug", [True, False], ids=["with -g", "without -g"])
+def test_a_crash_in_a_plain_c_extension_names_its_function(tmp_path, debug):
+    import importlib.util
+    import subprocess
+    import sysconfig
+
+    from pyguts import _compat
+    from pyguts.native.compiler import find_compiler
+
+    name = "pg_crashext_g" if debug else "pg_crashext"
+    (tmp_path / f"{name}.c").write_text(EXTENSION % (name, name))
+    so = tmp_path / (name + sysconfig.get_config_var("EXT_SUFFIX"))
+    subprocess.run([*find_compiler("c"), "-shared", "-fPIC", "-O2", *(["-g"] if debug else []),
+                    f"-I{_compat.PY_INCLUDE}", "-o", str(so), f"{name}.c"], check=True, cwd=tmp_path)
+    spec = importlib.util.spec_from_file_location(name, so)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    outcome = isolate(module.poke, 8)
+    assert outcome.signal == signal.SIGSEGV and outcome.fault_address == 8, outcome.describe()
+    top = outcome.native_frames[0]
+    assert (top.name, top.object) == ("poke", str(so)), native.describe(outcome.native_frames)
+    assert (top.file and os.path.basename(top.file), top.line) == ((f"{name}.c", 5) if debug else (None, None)), str(top)
+
+
 def test_a_python_thread_crashing_reports_its_own_stack():
     def crash_in_a_thread():
         t = threading.Thread(target=ctypes.string_at, args=(0,))

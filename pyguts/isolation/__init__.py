@@ -116,7 +116,7 @@ class Outcome:
     timeout: float | None = None
     detail: str = ""
     _exc_pickle: bytes | None = field(default=None, repr=False)
-    _native_frames: tuple[native.NativeFrame, ...] | None = field(default=None, repr=False)
+    _native_frames: tuple[native.NativeFrame, ...] | None = field(default=None, repr=False, compare=False)
 
     @property
     def native_frames(self) -> tuple[native.NativeFrame, ...]:
@@ -422,7 +422,8 @@ def _trial_load(main: Any, buffers: Any) -> None:
 
 
 def _outcome(ended: tuple, ending: Any, pid: int, timeout: float | None) -> Outcome:
-    """:func:`_named_outcome`, with the native crash record taken out of the fault text and symbolized."""
+    """:func:`_named_outcome`, with the native crash record taken out of the fault text (its frames
+    are symbolized when first read: :attr:`Outcome.native_frames`)."""
     crash, fault = native.split(ended[-1])
     outcome = _named_outcome(ended[:-1] + (fault,), ending, pid, timeout)
     if crash is not None:

@@ -25,7 +25,7 @@
 static const int pg_fatal[PG_NFATAL] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
 static struct sigaction pg_previous[PG_NFATAL];
 static int pg_fd = -1;
-static volatile sig_atomic_t pg_entered;
+static int pg_entered;   /* set once, atomically, by the first crash */
 static void *pg_frames[PG_MAX_FRAMES];
 static char pg_maps[1 << 20];   /* untouched (so never paged in) until a crash */
 
@@ -176,10 +176,9 @@ static void pg_handler(int sig, siginfo_t *info, void *context)
     int k = 0;
     while (k < PG_NFATAL - 1 && pg_fatal[k] != sig)
         k++;
-    if (!pg_entered) {   /* a second crash (another thread, or inside this one) only chains */
-        pg_entered = 1;
+    /* Only the first crash is recorded; a second one (another thread, or inside this) only chains. */
+    if (__atomic_exchange_n(&pg_entered, 1, __ATOMIC_SEQ_CST) == 0)
         pg_record(sig, info, context);
-    }
     /* Back to the handler that was there before, and hand it this signal. sig stays blocked
        until this returns, so a raise() there or here stays pending until then, and then the
        signal's action is the default one (faulthandler restores its own predecessor). */

@@ -93,8 +93,9 @@ class NativeFrame:
             where += f" in {self.inlined}"
         if self.file:
             where += f" at {self.file}:{self.line}"
-        obj = f"{os.path.basename(self.object)}+{self.offset:#x}" if self.object and self.offset is not None \
-            else "not in a mapped file"
+        obj = os.path.basename(self.object) if self.object else "not in a mapped file"
+        if self.offset is not None:
+            obj += f"+{self.offset:#x}"
         return f"{self.address:#014x} {where} ({obj})"
 
 
@@ -173,25 +174,23 @@ def fault_region(crash: Crash) -> str:
 
 def symbolize(crash: Crash) -> tuple[NativeFrame, ...]:
     """Each frame's object, ELF address, symbol and, with debug info and addr2line, file:line."""
-    placed = []
-    for i, address in enumerate(crash.frames):
+    placed = []   # (address, object, ELF address, the address to look up)
+    for address in crash.frames:
         m = crash.mapping(address)
         if m is None or not m[4].startswith("/"):
-            placed.append((address, "", None))
+            placed.append((address, "", None, None))
             continue
         elf = _elf(m[4])
         vaddr = elf.vaddr(address - m[0] + m[3]) if elf else None
-        placed.append((address, m[4], vaddr))
-    # Return addresses point past their call: look up the call itself (frame 0 is exact).
-    lookup = [(path, vaddr if i == 0 else vaddr - 1) for i, (_, path, vaddr) in enumerate(placed)
-              if vaddr is not None]
-    lines = _addr2line(lookup)
+        # A return address points past its call: look up the call (the faulting pc is exact).
+        at = None if vaddr is None else vaddr if address == crash.pc else vaddr - 1
+        placed.append((address, m[4], vaddr, at))
+    lines = _addr2line([(path, at) for _, path, _, at in placed if at is not None])
     frames = []
-    for i, (address, path, vaddr) in enumerate(placed):
-        if vaddr is None:
+    for address, path, vaddr, at in placed:
+        if at is None:
             frames.append(NativeFrame(address, path))
             continue
-        at = vaddr if i == 0 else vaddr - 1
         symbol = _elf(path).symbol(at)
         function, function_offset = (symbol[0], vaddr - symbol[1]) if symbol else (None, None)
         source, file, line = lines.get((path, at), (None, None, None))

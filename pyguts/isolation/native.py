@@ -1,9 +1,8 @@
 """Native frames in crash reports: where in C an isolated child died.
 
-In the child, ``_crash.c`` (built on first use through :func:`pyguts.native.build`, cached on
-disk like every pyguts build) catches the fatal signals in front of faulthandler and writes the
-crashing thread's return addresses, the fault address and the ``/proc/self/maps`` lines that hold
-them to the fault pipe. Here those lines are taken out of faulthandler's text and symbolized:
+In the child, ``_crash.c`` (compiled on first use in the parent, see :func:`installer`) catches
+the fatal signals in front of faulthandler and writes the crashing thread's return addresses, the
+fault address and the ``/proc/self/maps`` lines that hold them to the fault pipe. Here those lines are taken out of faulthandler's text and symbolized:
 each address becomes its shared object, the ELF address in it, the function (from the object's
 symbol table, or its dynamic one when stripped) and, where the object has debug info and binutils'
 ``addr2line`` is installed, the file and line.
@@ -17,20 +16,22 @@ text in faulthandler's output.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import mmap
 import os
 import pathlib
+import shlex
 import shutil
 import signal
 import stat
 import struct
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
 
 SOURCE_PATH = pathlib.Path(__file__).with_name("_crash.c")
-_CDEF = "int pg_crash_install(int fd);"
 #: Every line of the record starts with this.
 PREFIX = "pyguts-native: "
 #: Addresses below this are "near NULL" (Linux's default vm.mmap_min_addr: nothing maps there).
@@ -41,16 +42,38 @@ _why_not: str | None = None
 
 
 def installer() -> Callable[[int], int] | None:
-    """The child's ``pg_crash_install(fd)``, built on first use in this (parent) process, or None."""
+    """The child's ``pg_crash_install(fd)``, compiled on first use in this (parent) process, or None.
+
+    A plain shared object, built with the C compiler ($CC, cc, gcc or clang) in a private
+    temporary folder and loaded with ctypes (~0.1 s once per process). Not through
+    :func:`pyguts.native.build`: that imports numpy, whose BLAS starts threads, and a parent with
+    threads is what a fork must not copy (SAFETY.md, "fork() and threads").
+    """
     global _install, _why_not
     if _install is None and _why_not is None:
         try:
-            from pyguts import native  # imported on first use: importing pyguts compiles nothing
-
-            _install = native.build(_CDEF, SOURCE_PATH.read_text(), name="pyguts_crash").lib.pg_crash_install
+            _install = _build()
         except Exception as exc:  # noqa: BLE001 - any failure: crash reports without native frames
             _why_not = f"{type(exc).__name__}: {exc}"
     return _install
+
+
+def _build() -> Callable[[int], int]:
+    configured = os.environ.get("CC")
+    for command in [shlex.split(configured)] if configured else [["cc"], ["gcc"], ["clang"]]:
+        if command and shutil.which(command[0]):
+            break
+    else:
+        raise OSError(f"no C compiler found (tried {'$CC=' + repr(configured) if configured else 'cc/gcc/clang'})")
+    with tempfile.TemporaryDirectory(prefix="pyguts-crash-") as tmp:   # (0700, removed after loading)
+        out = os.path.join(tmp, "pyguts_crash.so")
+        done = subprocess.run([*command, "-shared", "-fPIC", "-O2", "-o", out, str(SOURCE_PATH)],
+                              capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise OSError(f"{' '.join(command)} failed on {SOURCE_PATH.name}: {done.stderr.strip()[-2000:]}")
+        install = ctypes.CDLL(out).pg_crash_install
+    install.argtypes, install.restype = [ctypes.c_int], ctypes.c_int
+    return install
 
 
 def why_not() -> str | None:
@@ -195,7 +218,11 @@ def symbolize(crash: Crash) -> tuple[NativeFrame, ...]:
         function, function_offset = (symbol[0], vaddr - symbol[1]) if symbol else (None, None)
         source, file, line = lines.get((path, at), (None, None, None))
         if function is None:
-            function, source = source, None
+            # addr2line's name: from debug info, or from a separate debug file's symbols. Not when
+            # it is a symbol of ours that does not hold the address (addr2line names the nearest).
+            if file or source not in _elf(path).names:
+                function = source
+            source = None
         frames.append(NativeFrame(address, path, vaddr, function, function_offset, file, line,
                                   source if source != function else None))
     return tuple(frames)
@@ -211,6 +238,7 @@ class _Elf:
     def __init__(self, loads: list[tuple[int, int, int]], symbols: list[tuple[int, int, str]]) -> None:
         self.loads = loads          # (file offset, address, size in the file) of each PT_LOAD
         self.symbols = symbols      # (address, size, name) of each function, by address
+        self.names = {name for _, _, name in symbols}
 
     def vaddr(self, offset: int) -> int | None:
         for off, addr, size in self.loads:

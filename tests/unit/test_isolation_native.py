@@ -7,6 +7,7 @@ import ctypes
 import mmap
 import os
 import signal
+import subprocess
 import sys
 import threading
 
@@ -131,7 +132,6 @@ PyMODINIT_FUNC PyInit_%s(void) { return PyModule_Create(&module); }
 @pytest.mark.parametrize("debug", [True, False], ids=["with -g", "without -g"])
 def test_a_crash_in_a_plain_c_extension_names_its_function(tmp_path, debug):
     import importlib.util
-    import subprocess
     import sysconfig
 
     from pyguts import _compat
@@ -181,6 +181,15 @@ def test_a_write_to_a_read_only_mapping_is_placed_inside_it():
     assert outcome.signal == signal.SIGSEGV, outcome.describe()
     assert outcome.fault_address == base + 8
     assert outcome.fault_region.startswith("inside anonymous memory (r--"), outcome.fault_region
+
+
+def test_the_handler_brings_in_no_numpy_and_no_threads():
+    # The process that forks must stay single-threaded: numpy's BLAS starts threads at import.
+    code = ("import ctypes, os, sys\nimport pyguts.isolation as iso\n"
+            "o = iso.isolate(ctypes.string_at, 0)\n"
+            "print(o.fault_region, 'numpy' in sys.modules, len(os.listdir('/proc/self/task')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["NULL", "False", "1"], done.stdout + done.stderr
 
 
 def test_clean_endings_have_no_native_record():

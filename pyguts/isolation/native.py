@@ -21,7 +21,6 @@ import functools
 import mmap
 import os
 import pathlib
-import shlex
 import shutil
 import signal
 import stat
@@ -30,6 +29,8 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from pyguts import _toolchain
 
 SOURCE_PATH = pathlib.Path(__file__).with_name("_crash.c")
 #: Every line of the record starts with this.
@@ -59,12 +60,7 @@ def installer() -> Callable[[int], int] | None:
 
 
 def _build() -> Callable[[int], int]:
-    configured = os.environ.get("CC")
-    for command in [shlex.split(configured)] if configured else [["cc"], ["gcc"], ["clang"]]:
-        if command and shutil.which(command[0]):
-            break
-    else:
-        raise OSError(f"no C compiler found (tried {'$CC=' + repr(configured) if configured else 'cc/gcc/clang'})")
+    command = _toolchain.find_compiler("c")
     with tempfile.TemporaryDirectory(prefix="pyguts-crash-") as tmp:   # (0700, removed after loading)
         out = os.path.join(tmp, "pyguts_crash.so")
         done = subprocess.run([*command, "-shared", "-fPIC", "-O2", "-o", out, str(SOURCE_PATH)],

@@ -17,7 +17,6 @@ import os
 import pathlib
 import platform
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import cffi
 from cffi.recompiler import make_c_source
 
 from pyguts import _compat
+from pyguts._toolchain import find_compiler  # noqa: F401 - re-exported: native.compiler.find_compiler
 from pyguts.native import cache
 from pyguts.errors import BuildError
 from pyguts.native import team
@@ -44,16 +44,7 @@ DEFAULT_FLAGS = ("-O3", "-fno-math-errno", "-ffp-contract=off")
 #: memory bound with SSE2, 1.15x with AVX-512, measured). The CPU is part of the cache key.
 NATIVE_FLAGS = ("-march=native",)
 
-#: Compiler looked up when $CC / $CXX is unset, first found wins.
-_DEFAULT_COMPILERS = {"c": ("cc", "gcc", "clang"), "c++": ("c++", "g++", "clang++")}
-_ENV_VAR = {"c": "CC", "c++": "CXX"}
 _SUFFIX = {"c": ".c", "c++": ".cpp"}
-_INSTALL_HINT = {
-    "c": "install a C compiler (Debian/Ubuntu: apt-get install gcc; Fedora: dnf install gcc; "
-         "macOS: xcode-select --install) or point $CC at one",
-    "c++": "install a C++ compiler (Debian/Ubuntu: apt-get install g++; Fedora: dnf install "
-           "gcc-c++; macOS: xcode-select --install) or point $CXX at one",
-}
 
 # The interpreter's headers and extension suffix (candidates for pyguts._compat).
 
@@ -90,26 +81,6 @@ def cache_dir() -> pathlib.Path:
 def cache_folder(name: str) -> pathlib.Path:
     """``cache_dir() / name``, created private (0700) and checked like the modules' folder."""
     return cache.private_folder(cache_dir() / name, owned=2)
-
-
-def find_compiler(language: str) -> list[str]:
-    """The compiler command for ``language`` ("c" or "c++"), honouring $CC / $CXX.
-
-    >>> find_compiler("c")[0].endswith(("cc", "gcc", "clang"))
-    True
-    """
-    if language not in _ENV_VAR:
-        raise ValueError(f"language must be 'c' or 'c++', got {language!r}; pass language='c' or 'c++'")
-    var = _ENV_VAR[language]
-    configured = os.environ.get(var)
-    candidates = [shlex.split(configured)] if configured else [[c] for c in _DEFAULT_COMPILERS[language]]
-    for command in candidates:
-        found = shutil.which(command[0])
-        if found:
-            return [found, *command[1:]]
-    tried = f"${var}={configured!r}" if configured else "/".join(_DEFAULT_COMPILERS[language])
-    raise BuildError(f"a {language.upper()} compiler is needed to build native code, but none was "
-                     f"found (tried {tried}); {_INSTALL_HINT[language]}")
 
 
 def _compiler_facts(command: list[str]) -> tuple[str, tuple[str, ...]]:

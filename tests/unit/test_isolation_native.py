@@ -14,7 +14,9 @@ import threading
 import numpy
 import pytest
 
+from pyguts.errors import BuildError
 from pyguts.isolation import isolate, native
+from pyguts.native.compiler import find_compiler
 
 pytestmark = [pytest.mark.every_python, pytest.mark.crash_prone]
 
@@ -135,7 +137,6 @@ def test_a_crash_in_a_plain_c_extension_names_its_function(tmp_path, debug):
     import sysconfig
 
     from pyguts import _compat
-    from pyguts.native.compiler import find_compiler
 
     name = "pg_crashext_g" if debug else "pg_crashext"
     (tmp_path / f"{name}.c").write_text(EXTENSION % (name, name))
@@ -218,6 +219,18 @@ def test_without_the_handler_the_report_says_why(monkeypatch):
     assert "string_at" in outcome.fault_traceback   # faulthandler's Python frames as before
     if sys.version_info >= (3, 14):                   # and CPython's own C stack, as text
         assert "Current thread's C stack trace" in outcome.fault_traceback
+
+
+def test_the_handler_looks_for_the_compiler_as_native_build_does(monkeypatch):
+    """$CC honoured, and the same error (what was tried, how to install one) as native.build gives."""
+    monkeypatch.setattr(native, "_install", None)
+    monkeypatch.setattr(native, "_why_not", None)
+    monkeypatch.setenv("CC", "no-such-cc --flag")
+    assert native.installer() is None
+    with pytest.raises(BuildError) as raised:
+        find_compiler("c")
+    assert native.why_not() == f"BuildError: {raised.value}"
+    assert "$CC='no-such-cc --flag'" in native.why_not() and "apt-get install gcc" in native.why_not()
 
 
 def test_the_record_parses_and_is_taken_out_of_the_fault_text():

@@ -114,18 +114,18 @@ static PyObject *held(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 /* ---- owned arrays (pyguts.alloc.empty/zeros): memory from the alloc shim's pg_owned_alloc, given
  * back through pg_owned_free by a Memory object's dealloc, in C: no Python __del__ on that path. */
 typedef uintptr_t (*alloc_fn)(uintptr_t ctx, size_t nbytes, size_t align, int zero);
-typedef void (*free_fn)(uintptr_t ctx, uintptr_t addr, size_t nbytes);
+typedef void (*free_fn)(uintptr_t ctx, uintptr_t addr, size_t nbytes, size_t align);
 
 typedef struct {
     PyObject_HEAD
     uintptr_t ctx, addr;
-    size_t nbytes;
+    size_t nbytes, align;
     free_fn free;
 } Memory;
 
 static void memory_dealloc(Memory *self) {
     PyTypeObject *tp = Py_TYPE(self);
-    self->free(self->ctx, self->addr, self->nbytes);
+    self->free(self->ctx, self->addr, self->nbytes, self->align);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
@@ -162,10 +162,13 @@ static Py_ssize_t slot_offset(PyObject *descr) {
     return ((PyMemberDescrObject *)descr)->d_member->offset;
 }
 
-/* blocks(Block): from now on owned() makes instances of Block, filling its _plan and _mem slots. */
+/* blocks(Block, plans): from now on owned() makes instances of Block, filling its _plan and _mem
+ * slots, and cached() looks requests up in the dict plans (pyguts.alloc.arrays._PLANS). */
+static PyObject *plans_dict;
+
 static PyObject *blocks(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 1 || !PyType_Check(args[0]))
-        return PyErr_Format(PyExc_TypeError, "blocks() takes the Block class");
+    if (nargs != 2 || !PyType_Check(args[0]) || !PyDict_CheckExact(args[1]))
+        return PyErr_Format(PyExc_TypeError, "blocks() takes the Block class and the plans dict");
     PyObject *dict = ((PyTypeObject *)args[0])->tp_dict;
     PyObject *plan = PyDict_GetItemString(dict, "_plan"), *mem = PyDict_GetItemString(dict, "_mem");
     if (plan == NULL || mem == NULL)
@@ -174,19 +177,21 @@ static PyObject *blocks(PyObject *module, PyObject *const *args, Py_ssize_t narg
         return NULL;
     Py_INCREF(args[0]);
     Py_XSETREF(block_type, (PyTypeObject *)args[0]);
+    Py_INCREF(args[1]);
+    Py_XSETREF(plans_dict, args[1]);
     Py_RETURN_NONE;
 }
 
-/* owned(plan, zero): a writable array over new memory, its base a new Block holding plan and the
- * Memory; None when the allocator has no memory. plan is a tuple whose first seven items are
- * (shape, dtype, nbytes, alignment, ctx, address of pg_owned_alloc, address of pg_owned_free). */
-static PyObject *owned(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+/* An array over new memory for plan (a tuple whose first seven items are (shape, dtype, nbytes,
+ * alignment, ctx, address of pg_owned_alloc, address of pg_owned_free)), its base a new Block
+ * holding plan and the Memory; None when the allocator has no memory. */
+static PyObject *make(PyObject *plan_tuple, int zero) {
     npy_intp dims[NPY_MAXDIMS];
-    if (nargs != 2 || !PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) < 7)
-        return PyErr_Format(PyExc_TypeError, "owned() takes a plan tuple and zero");
+    if (!PyTuple_Check(plan_tuple) || PyTuple_GET_SIZE(plan_tuple) < 7)
+        return PyErr_Format(PyExc_TypeError, "a plan is a tuple of at least 7 items");
     if (block_type == NULL)
         return PyErr_Format(PyExc_RuntimeError, "owned() before blocks()");
-    PyObject **plan = &PyTuple_GET_ITEM(args[0], 0);
+    PyObject **plan = &PyTuple_GET_ITEM(plan_tuple, 0);
     PyObject *shape = plan[0];
     if (!PyTuple_Check(shape) || PyTuple_GET_SIZE(shape) > NPY_MAXDIMS)
         return PyErr_Format(PyExc_ValueError, "shape must be a tuple of at most %d ints", NPY_MAXDIMS);
@@ -200,7 +205,6 @@ static PyObject *owned(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     uintptr_t ctx = (uintptr_t)PyLong_AsVoidPtr(plan[4]);
     alloc_fn alloc = (alloc_fn)PyLong_AsVoidPtr(plan[5]);
     free_fn release = (free_fn)PyLong_AsVoidPtr(plan[6]);
-    int zero = PyObject_IsTrue(args[1]);
     if (PyErr_Occurred())
         return NULL;
     if (alloc == NULL || release == NULL)
@@ -210,45 +214,111 @@ static PyObject *owned(PyObject *module, PyObject *const *args, Py_ssize_t nargs
         Py_RETURN_NONE;
     Memory *mem = PyObject_New(Memory, memory_type);
     if (mem == NULL) {
-        release(ctx, addr, nbytes);
+        release(ctx, addr, nbytes, align);
         return NULL;
     }
-    mem->ctx = ctx, mem->addr = addr, mem->nbytes = nbytes, mem->free = release;
+    mem->ctx = ctx, mem->addr = addr, mem->nbytes = nbytes, mem->align = align, mem->free = release;
     PyObject *block = block_type->tp_alloc(block_type, 0);
     if (block == NULL) {
         Py_DECREF(mem);
         return NULL;
     }
-    Py_INCREF(args[0]);
-    *(PyObject **)((char *)block + plan_offset) = args[0];
+    Py_INCREF(plan_tuple);
+    *(PyObject **)((char *)block + plan_offset) = plan_tuple;
     *(PyObject **)((char *)block + mem_offset) = (PyObject *)mem;
     return wrap(block, (void *)addr, nd, dims, plan[1], 1);
+}
+
+/* owned(plan, zero): make()'s array. */
+static PyObject *owned(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "owned() takes a plan tuple and zero");
+    int zero = PyObject_IsTrue(args[1]);
+    return zero < 0 ? NULL : make(args[0], zero);
+}
+
+/* cached(shape, dtype, allocator, alignment, zero): the array of the plan already made for this
+ * request, or NotImplemented where the caller must plan it (pyguts.alloc.arrays._alloc): sizes
+ * that are not exact ints (3.0 == 3, but numpy refuses a float shape), no plan for the key (or
+ * an unhashable one), a dtype object that is not the one planned (dtypes that differ only in
+ * metadata compare equal), or an allocator out of memory (the caller says so). */
+static int exact_ints(PyObject *shape) {
+    if (PyLong_CheckExact(shape))
+        return 1;
+    if (!PyTuple_CheckExact(shape))
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(shape); i++)
+        if (!PyLong_CheckExact(PyTuple_GET_ITEM(shape, i)))
+            return 0;
+    return 1;
+}
+
+static PyObject *cached(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5)
+        return PyErr_Format(PyExc_TypeError, "cached() takes shape, dtype, allocator, alignment and zero");
+    if (plans_dict == NULL)
+        return PyErr_Format(PyExc_RuntimeError, "cached() before blocks()");
+    if (!PyLong_CheckExact(args[3]) || !exact_ints(args[0]))
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *key = PyTuple_Pack(4, args[0], args[1], args[2], args[3]);
+    if (key == NULL)
+        return NULL;
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *plan;
+    int found = PyDict_GetItemRef(plans_dict, key, &plan);   /* a strong reference (free-threaded builds) */
+#else
+    PyObject *plan = PyDict_GetItemWithError(plans_dict, key);
+    int found = plan != NULL ? 1 : PyErr_Occurred() ? -1 : 0;
+    Py_XINCREF(plan);
+#endif
+    Py_DECREF(key);
+    if (found <= 0) {
+        if (found < 0 && !PyErr_ExceptionMatches(PyExc_TypeError))   /* TypeError: an unhashable key */
+            return NULL;
+        PyErr_Clear();
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) < 8
+        || (PyTuple_GET_ITEM(plan, 7) != args[1] && PyArray_DescrCheck(args[1]))) {
+        Py_DECREF(plan);
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    PyObject *array = make(plan, PyObject_IsTrue(args[4]) == 1);
+    Py_DECREF(plan);
+    if (array == Py_None) {
+        Py_DECREF(array);
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    return array;
 }
 
 static PyMethodDef methods[] = {
     {"held", (PyCFunction)(void (*)(void))held, METH_FASTCALL,
      "held(owner, addr, count, dtype, writable): 1-D array over addr, base a Holder of owner"},
-    {"blocks", (PyCFunction)(void (*)(void))blocks, METH_FASTCALL, "blocks(Block): the class owned() makes"},
+    {"blocks", (PyCFunction)(void (*)(void))blocks, METH_FASTCALL,
+     "blocks(Block, plans): the class owned() makes, the dict cached() reads"},
     {"owned", (PyCFunction)(void (*)(void))owned, METH_FASTCALL,
      "owned(plan, zero): array over new memory from the plan's allocator, or None"},
+    {"cached", (PyCFunction)(void (*)(void))cached, METH_FASTCALL,
+     "cached(shape, dtype, allocator, alignment, zero): owned() of the planned request, or NotImplemented"},
     {NULL},
 };
 
-static PyObject *functions;  /* (Holder, held, blocks, owned), made once, never freed */
+static PyObject *functions;  /* (Holder, held, blocks, owned, cached), made once, never freed */
 
-/* The address of the tuple (Holder, held, blocks, owned), or 0 with the error printed to stderr. */
+/* The address of the tuple (Holder, held, blocks, owned, cached), or 0 with the error printed to stderr. */
 uintptr_t pg_nd_functions(void) {
     PyGILState_STATE gil = PyGILState_Ensure();
     if (functions == NULL) {
-        PyObject *f[3] = {NULL};
+        PyObject *f[4] = {NULL};
         int ok = _import_array() >= 0
             && (holder_type = (PyTypeObject *)PyType_FromSpec(&holder_spec)) != NULL
             && (memory_type = (PyTypeObject *)PyType_FromSpec(&memory_spec)) != NULL;
-        for (int i = 0; ok && i < 3; i++)
+        for (int i = 0; ok && i < 4; i++)
             ok = (f[i] = PyCFunction_New(&methods[i], NULL)) != NULL;
-        if (!ok || (functions = PyTuple_Pack(4, (PyObject *)holder_type, f[0], f[1], f[2])) == NULL)
+        if (!ok || (functions = PyTuple_Pack(5, (PyObject *)holder_type, f[0], f[1], f[2], f[3])) == NULL)
             PyErr_Print();
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             Py_XDECREF(f[i]);
     }
     uintptr_t out = (uintptr_t)functions;

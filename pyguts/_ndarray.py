@@ -30,8 +30,10 @@ class Helpers(NamedTuple):
 
     Holder: type                             # an array's .base that keeps a viewed object alive
     held: Callable[..., Any]                 # held(owner, addr, count, dtype, writable) -> 1-D array
-    blocks: Callable[[type], None]           # blocks(Block): the class owned() makes
+    blocks: Callable[[type, dict], None]     # blocks(Block, plans): the class owned() makes, cached()'s dict
     owned: Callable[[tuple, bool], Any]      # owned(plan, zero) -> array over new memory, or None
+    cached: Callable[..., Any]               # cached(shape, dtype, allocator, alignment, zero) -> owned()
+                                             # of the plan in plans, or NotImplemented
 
 
 _functions: Helpers | None = None

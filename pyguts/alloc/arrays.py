@@ -85,12 +85,12 @@ class _Plan(NamedTuple):
     alignment: int
     ctx: int         # the allocator's shim context
     alloc: int       # address of the shim's pg_owned_alloc(ctx, nbytes, align, zero)
-    free: int        # address of pg_owned_free(ctx, addr, nbytes)
+    free: int        # address of pg_owned_free(ctx, addr, nbytes, align)
     request: object  # the dtype argument as given
     allocator: registry.Allocator
 
 
-#: Plans of recent requests (a few hundred at most), so that a repeated request costs a dict lookup.
+#: Plans of the latest requests (a few hundred at most), so that a repeated request costs a dict lookup.
 _PLANS: dict[tuple, _Plan] = {}
 _PLANS_MAX = 256
 
@@ -125,45 +125,40 @@ def _plan(shape, dtype, allocator, alignment) -> _Plan:
                  dtype, loaded)
 
 
-def _owned():
-    """pyguts._ndarray's owned(), set up to make Blocks (BuildError when it cannot be built)."""
-    global _OWNED
-    if _OWNED is None:
-        made = _ndarray.functions()
-        if made is None:
-            raise BuildError(f"pyguts.alloc needs its C helper (pyguts/_ndarray.c) built against numpy's "
-                             f"headers, which failed: {_ndarray.why_not()}")
-        made.blocks(Block)
-        _OWNED = made.owned
-    return _OWNED
+def _first_cached(shape, dtype, allocator, alignment, zero):
+    """The first request of a process: sets up the C helper (BuildError when it cannot be built),
+    whose cached() then takes every request."""
+    global _cached, _owned
+    made = _ndarray.functions()
+    if made is None:
+        raise BuildError(f"pyguts.alloc needs its C helper (pyguts/_ndarray.c) built against numpy's "
+                         f"headers, which failed: {_ndarray.why_not()}")
+    made.blocks(Block, _PLANS)
+    _cached, _owned = made.cached, made.owned
+    return _cached(shape, dtype, allocator, alignment, zero)
 
 
-_OWNED = None
-
-
-def _int_shape(shape) -> bool:
-    return type(shape) is int or (type(shape) is tuple and all(type(n) is int for n in shape))
+#: cached(shape, dtype, allocator, alignment, zero): the array of a request planned before (a dict
+#: lookup in C), or NotImplemented where _alloc must plan it; owned(plan, zero): the array of a plan,
+#: or None when the allocator is out of memory (see pyguts/_ndarray.c).
+_cached = _first_cached
+_owned = None
 
 
 def _alloc(shape, dtype, allocator, alignment, zero: bool) -> np.ndarray:
-    key = (shape, dtype, allocator, alignment)
-    try:
-        plan = _PLANS[key]
-    except (KeyError, TypeError):  # new, or unhashable (a list shape, a dict dtype)
-        plan = None
-    # Equal keys are not always the same request: 3.0 == 3 (a float shape must be refused), and
-    # dtypes that differ only in metadata compare (and hash) equal, so a dtype object must be the one planned.
-    ints = type(alignment) is int and (type(shape) is int or _int_shape(shape))
-    if plan is None or not ints or (plan.request is not dtype and isinstance(dtype, np.dtype)):
-        plan = _plan(shape, dtype, allocator, alignment)
-        # Only plans that equal keys cannot confuse: int sizes, no fields (equal structs may differ
-        # in offsets or titles), no metadata.
-        if ints and plan.dtype.fields is None and plan.dtype.metadata is None and len(_PLANS) < _PLANS_MAX:
-            try:
-                _PLANS[key] = plan
-            except TypeError:
-                pass
-    array = (_OWNED or _owned())(plan, zero)
+    """A request cached() could not serve: plan it (keeping the plan where equal keys cannot
+    confuse: int sizes, no fields (equal structs may differ in offsets or titles), no metadata)."""
+    plan = _plan(shape, dtype, allocator, alignment)
+    ints = type(alignment) is int and (type(shape) is int or (
+        type(shape) is tuple and all(type(n) is int for n in shape)))
+    if ints and plan.dtype.fields is None and plan.dtype.metadata is None:
+        try:
+            _PLANS[(shape, dtype, allocator, alignment)] = plan
+        except TypeError:   # an unhashable dtype argument (a dict spec)
+            pass
+        if len(_PLANS) > _PLANS_MAX:   # the oldest plan goes (dicts keep insertion order)
+            del _PLANS[next(iter(_PLANS))]
+    array = _owned(plan, zero)   # (set: empty and zeros ask _cached first)
     if array is None:
         raise MemoryError(f"allocator {plan.allocator.name!r} could not provide {plan.nbytes} bytes aligned to "
                           f"{plan.alignment}; ask for less or another allocator")
@@ -177,7 +172,8 @@ def empty(shape, dtype=float, *, allocator: str = "jemalloc", alignment: int = 6
     >>> a.nbytes, a.ctypes.data % 64
     (8000, 0)
     """
-    return _alloc(shape, dtype, allocator, alignment, False)
+    array = _cached(shape, dtype, allocator, alignment, False)
+    return _alloc(shape, dtype, allocator, alignment, False) if array is NotImplemented else array
 
 
 def zeros(shape, dtype=float, *, allocator: str = "jemalloc", alignment: int = 64) -> np.ndarray:
@@ -186,7 +182,8 @@ def zeros(shape, dtype=float, *, allocator: str = "jemalloc", alignment: int = 6
     >>> float(zeros((3, 3), allocator="tcmalloc").sum())
     0.0
     """
-    return _alloc(shape, dtype, allocator, alignment, True)
+    array = _cached(shape, dtype, allocator, alignment, True)
+    return _alloc(shape, dtype, allocator, alignment, True) if array is NotImplemented else array
 
 
 def owner(array) -> Block | None:

@@ -42,7 +42,7 @@ uintptr_t pg_ctx_new(uintptr_t malloc_fn, uintptr_t calloc_fn, uintptr_t realloc
 uintptr_t pg_handler_new(const char *name, uintptr_t ctx);
 void pg_ctx_counts(uintptr_t ctx, uint64_t *out);
 uintptr_t pg_owned_alloc(uintptr_t ctx, size_t nbytes, size_t align, int zero);
-void pg_owned_free(uintptr_t ctx, uintptr_t addr, size_t nbytes);
+void pg_owned_free(uintptr_t ctx, uintptr_t addr, size_t nbytes, size_t align);
 void pg_set_numpy_hugepage(int on);
 """
 

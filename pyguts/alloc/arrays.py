@@ -1,8 +1,9 @@
 """numpy arrays whose data lives in a chosen allocator.
 
-The memory is owned by a :class:`Block`: it exposes ``__array_interface__`` and frees its memory
-exactly once, through the allocator that made it, in ``__del__`` — which runs when the last array or
-view whose ``.base`` chain reaches the block dies. A block cannot be re-pointed at another allocator,
+The memory is owned by a :class:`Block`: it exposes ``__array_interface__``, and its memory goes back
+exactly once, through the allocator that made it, when the last array or view whose ``.base`` chain
+reaches the block dies (a C object the block holds frees it: no Python ``__del__`` runs). Requests
+are planned once; a repeated one is looked up in C. A block cannot be re-pointed at another allocator,
 so a wrong-allocator free cannot be written with this API. Pickled arrays come back as ordinary
 numpy arrays (numpy copies the data; the block itself refuses to be pickled).
 

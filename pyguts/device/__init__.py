@@ -30,7 +30,7 @@ import numpy as np
 
 from pyguts.device import gpu_kernels, nvrtc
 from pyguts.device.cai import DevicePointer, from_pointer, pointer, wait_for
-from pyguts.device.families import (ARCHES, DEFAULT_BLOCK, CpuFamily, Kernel, cpu_reference, kernels,
+from pyguts.device.families import (ARCHES, DEFAULT_BLOCK, MAX_BLOCK, CpuFamily, Kernel, cpu_reference, kernels,
                                     plan, ptx)
 from pyguts.device.probe import driver, gpu_reason, require_cupy
 from pyguts.errors import BuildError, DeviceUnavailable
@@ -48,6 +48,7 @@ SIM_BLOCKS, SIM_THREADS = 2, 4
 
 _modules: dict[tuple[str, str, int], DeviceModule] = {}
 _sm_counts: dict[int, int] = {}  # device id -> multiprocessors
+_block_limits: dict[tuple[int, int], int] = {}  # (id of a loaded RawKernel, device id) -> threads
 
 
 def available() -> bool:
@@ -105,7 +106,9 @@ def launch(kernel: Kernel, *args: Any, grid: int | None = None, block: int | Non
     C-contiguous, writable unless the parameter is ``const``, long enough for the count they are
     tied to (which may be left off). Streams named by the arrays (CAI v3) are waited for first.
     ``block`` defaults to :data:`DEFAULT_BLOCK`; ``grid`` covers the work, capped at
-    :data:`BLOCKS_PER_SM` blocks per multiprocessor (kernels here use grid-stride loops). With
+    :data:`BLOCKS_PER_SM` blocks per multiprocessor (kernels here use grid-stride loops); the
+    block may not exceed what the compiled kernel allows on the device (its registers), nor
+    ``shared_nbytes`` its dynamic shared memory limit (48 KiB unless raised). With
     ``synchronize`` (the default) it returns once the kernel has finished, so the arrays may go;
     otherwise the caller keeps them alive until the stream is done.
     """
@@ -116,7 +119,13 @@ def launch(kernel: Kernel, *args: Any, grid: int | None = None, block: int | Non
     device_id = cupy.cuda.Device().id
     if device_id not in _sm_counts:  # Device().attributes reads ~100 attributes: once per device
         _sm_counts[device_id] = cupy.cuda.Device(device_id).attributes["MultiProcessorCount"]
-    checked = plan(kernel, args, grid=grid, block=block, max_grid=BLOCKS_PER_SM * _sm_counts[device_id])
+    raw = kernel.raw   # CuPy's RawKernel: the compiled function's own limits on this device
+    if (id(raw), device_id) not in _block_limits:   # its registers decide it: once per kernel and device
+        _block_limits[id(raw), device_id] = getattr(raw, "max_threads_per_block", MAX_BLOCK)
+    checked = plan(kernel, args, grid=grid, block=block, max_grid=BLOCKS_PER_SM * _sm_counts[device_id],
+                   max_block=_block_limits[id(raw), device_id], shared_nbytes=shared_nbytes,
+                   # the user may raise it (raw.max_dynamic_shared_size_bytes = n): read when asked for
+                   max_shared=getattr(raw, "max_dynamic_shared_size_bytes", None) if shared_nbytes else None)
     for dp in checked.pointers:
         wait_for(dp, cupy)
     kernel.raw((checked.grid,), (checked.block,), checked.args, shared_mem=shared_nbytes)

@@ -116,11 +116,13 @@ class Plan:
 
 
 def plan(kernel: Kernel, args: tuple[Any, ...], *, grid: int | None = None, block: int | None = None,
-         max_grid: int = DEFAULT_MAX_GRID) -> Plan:
+         max_grid: int = DEFAULT_MAX_GRID, max_block: int = MAX_BLOCK, shared_nbytes: int = 0,
+         max_shared: int | None = None) -> Plan:
     """Check ``args`` (device arrays, scalars) against the kernel's C parameters; pick grid and block.
 
     A count parameter tied by ``lengths`` may be None or left off the end: it is filled from the
-    arrays tied to it, which must then be equally long.
+    arrays tied to it, which must then be equally long. ``max_block`` and ``max_shared`` are the
+    compiled kernel's limits (threads per block, bytes of dynamic shared memory), where known.
     """
     params = kernel.params
     fillable = kernel.fillable
@@ -174,6 +176,15 @@ def plan(kernel: Kernel, args: tuple[Any, ...], *, grid: int | None = None, bloc
     if block > MAX_BLOCK:
         raise ValueError(f"block must be at most {MAX_BLOCK} threads (CUDA's limit per block), got {block}; "
                          f"pass a smaller block (grid-stride kernels cover any n with more blocks)")
+    if block > max_block:
+        raise ValueError(f"block must be at most {max_block} threads for {kernel.name}() as compiled for this "
+                         f"device (its registers allow no more), got {block}; pass a smaller block")
+    if isinstance(shared_nbytes, bool) or not isinstance(shared_nbytes, (int, np.integer)) or shared_nbytes < 0:
+        raise TypeError(f"shared_nbytes must be an int >= 0 (bytes of dynamic shared memory), got {shared_nbytes!r}")
+    if max_shared is not None and shared_nbytes > max_shared:
+        raise ValueError(f"shared_nbytes must be at most {max_shared} bytes for {kernel.name}() (its dynamic "
+                         f"shared memory limit), got {shared_nbytes}; ask for less, or raise the limit with "
+                         f"kernel.raw.max_dynamic_shared_size_bytes = n (up to the device's opt-in maximum)")
     return Plan(tuple(out), pointers, grid, block)
 
 

@@ -250,6 +250,23 @@ def test_launch_waits_for_the_producer_stream():
     assert float(out.min()) == float(out.max()) == 5.0
 
 
+@pytest.mark.gpu
+@needs_gpu
+def test_launch_refuses_more_than_the_compiled_kernel_allows_before_cuda_does():
+    """The kernel's own limits as CuPy reads them from the driver: threads per block (registers)
+    and dynamic shared memory (48 KiB unless raised); at the limit the launch runs."""
+    import cupy
+
+    kernel = device.load("magnitude").magnitude_f64
+    x = cupy.full(4096, 3.0)
+    y, out = cupy.full(4096, 4.0), cupy.empty(4096)
+    most = kernel.raw.max_dynamic_shared_size_bytes
+    device.launch(kernel, x, y, out, block=kernel.raw.max_threads_per_block, shared_nbytes=most)
+    assert float(out.min()) == float(out.max()) == 5.0
+    with pytest.raises(ValueError, match=f"shared_nbytes must be at most {most} bytes"):
+        device.launch(kernel, x, y, out, shared_nbytes=most + 1)
+
+
 # --- NVRTC: the compiler CuPy's RawModule uses on a GPU machine, run here without one -------------
 
 def _nvrtc_compile(source: str, name: str, options) -> tuple[int, str, str]:

@@ -136,6 +136,22 @@ def test_plan_accepts_matching_arrays_and_fills_the_count():
         device.plan(spec, (x, y, out), block=1025)
 
 
+@pytest.mark.every_python
+def test_plan_checks_the_compiled_kernels_limits():
+    """A kernel's registers may allow fewer than 1024 threads per block, and dynamic shared memory
+    has a limit per function (48 KiB unless raised): launch passes both from CuPy, plan refuses."""
+    spec, x, y, out = _mag()
+    assert device.plan(spec, (x, y, out), block=512, max_block=512, shared_nbytes=49152, max_shared=49152).block == 512
+    with pytest.raises(ValueError, match=r"block must be at most 512 threads for magnitude_f64\(\) as compiled"):
+        device.plan(spec, (x, y, out), block=640, max_block=512)
+    with pytest.raises(ValueError, match=r"shared_nbytes must be at most 49152 bytes .* got 49153; .*max_dynamic_shared"):
+        device.plan(spec, (x, y, out), shared_nbytes=49153, max_shared=49152)
+    for bad in (-1, 1.5, True, "64"):
+        with pytest.raises(TypeError, match="shared_nbytes must be an int >= 0"):
+            device.plan(spec, (x, y, out), shared_nbytes=bad)
+    assert device.plan(spec, (x, y, out), shared_nbytes=np.int64(1 << 20)).block == device.DEFAULT_BLOCK   # limit unknown
+
+
 PLAN_ERRORS = [
     (lambda x, y, out: (FakeDeviceArray((5,), "<f4"), y, out), TypeError, "dtype of argument 'x' of magnitude_f64() must be float64"),
     (lambda x, y, out: (x, y, FakeDeviceArray((5,), readonly=True)), ValueError, "must be writable"),

@@ -231,23 +231,48 @@ def test_foreign_pointer_round_trip_keeps_the_owner_alive():
     assert owner_ref() is None
 
 
+#: A kernel that keeps one thread busy for ``cycles`` clock ticks (~50 ms for 1e8 on a recent GPU).
+SPIN = r"""extern "C" __global__ void spin(long long cycles) {
+    long long start = clock64();
+    while (clock64() - start < cycles) { }
+}"""
+
+
 @pytest.mark.gpu
 @needs_gpu
 def test_launch_waits_for_the_producer_stream():
+    """The producer's stream is still busy (a spinning kernel) when launch is called, and only then
+    writes x and y: a launch that did not wait would read the zeros, as the control without the
+    stream named does."""
     import cupy
 
-    stream = cupy.cuda.Stream(non_blocking=True)
-    with stream:
-        x = cupy.full(1 << 20, 3.0)
-        y = cupy.full(1 << 20, 4.0)
+    spin = cupy.RawKernel(SPIN, "spin")
+    mag = device.load("magnitude").magnitude_f64
+    stream = cupy.cuda.Stream(non_blocking=True)   # no implicit ordering with the default stream
 
     class OnStream:  # a producer saying "my data is ready once `stream` gets there" (CAI v3)
         def __init__(self, a):
             self.__cuda_array_interface__ = dict(a.__cuda_array_interface__, stream=stream.ptr)
 
+    def produce():
+        x, y = cupy.zeros(1 << 20), cupy.zeros(1 << 20)
+        cupy.cuda.Device().synchronize()
+        with stream:
+            spin((1,), (1,), (cupy.int64(100_000_000),))
+            x.fill(3.0)
+            y.fill(4.0)
+        return x, y
+
+    x, y = produce()
     out = cupy.empty_like(x)
-    device.launch(device.load("magnitude").magnitude_f64, OnStream(x), OnStream(y), out)
+    device.launch(mag, OnStream(x), OnStream(y), out)
     assert float(out.min()) == float(out.max()) == 5.0
+    stream.synchronize()
+    x, y = produce()
+    device.launch(mag, x, y, out)   # the control: no stream named, nothing to wait for
+    early = float(out.max())
+    stream.synchronize()
+    assert early == 0.0, "the control read the producer's data: the test cannot tell a wait from none"
 
 
 @pytest.mark.gpu

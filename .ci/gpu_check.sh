@@ -412,6 +412,18 @@ def bench(impl, n, dtype, fn, nbytes, out=None, ref_d=None, max_ok_ulp=2, flush=
     return row
 
 
+def bench_prepared(impl, n, dtype, prepare, nbytes, out, ref_d):
+    """bench() of the launch prepare() returns (numba views, a kernel compiled on first use): a
+    failure while preparing is that row's error."""
+    try:
+        fn = prepare()
+    except Exception as exc:  # noqa: BLE001
+        rows.append({"impl": impl, "n": n, "dtype": dtype.name, "error": f"{type(exc).__name__}: {exc}", "ok": False})
+        traceback.print_exc()
+        return None
+    return bench(impl, n, dtype, fn, nbytes, out, ref_d)
+
+
 # numba: the seed kernel with @cuda.jit (3 components) and pyguts' own kernel
 try:
     import numba
@@ -491,14 +503,10 @@ for n in SIZES:
               lambda: cp.sqrt(dpx * dpx + dpy * dpy + dpz * dpz), b3, None, ref3_d)
         bench("seed cupy.ElementwiseKernel", n, dtype, lambda: EK(dpx, dpy, dpz, out), b3, out, ref3_d)
         if ncuda is not None:
-            try:
+            def seed_numba():
                 npx, npy, npz, nout = (nb_view(a) for a in (dpx, dpy, dpz, out))
-                bench(f"seed numba.cuda.jit <<<{grid_gs}>>>", n, dtype,
-                      lambda: nb_mag3[grid_gs, BLOCK](npx, npy, npz, nout), b3, out, ref3_d)
-            except Exception as exc:  # noqa: BLE001
-                rows.append({"impl": "seed numba.cuda.jit", "n": n, "dtype": dtype.name,
-                             "error": f"{type(exc).__name__}: {exc}", "ok": False})
-                traceback.print_exc()
+                return lambda: nb_mag3[grid_gs, BLOCK](npx, npy, npz, nout)
+            bench_prepared(f"seed numba.cuda.jit <<<{grid_gs}>>>", n, dtype, seed_numba, b3, out, ref3_d)
         if PMOD is not None:
             kern = getattr(PMOD, f"magnitude_{sfx}")
             bench("pyguts device.launch (2 comp)", n, dtype,
@@ -511,26 +519,18 @@ for n in SIZES:
             bench("pyguts cupy_momentum() elementwise", n, dtype,
                   lambda: pdev.cupy_momentum()(dpx, dpy, dpz, out), b3, out, ref3_d)
         if pdev is not None and ncuda is not None:
-            try:
+            def pyguts_momentum():
                 nb_mom = pdev.numba_momentum_kernel()
                 mx, my, mz, mo = (nb_view(a) for a in (dpx, dpy, dpz, out))
-                bench(f"pyguts numba momentum <<<{grid_gs}>>>", n, dtype,
-                      lambda: nb_mom[grid_gs, BLOCK](mx, my, mz, mo), b3, out, ref3_d)
-            except Exception as exc:  # noqa: BLE001
-                rows.append({"impl": "pyguts numba momentum", "n": n, "dtype": dtype.name,
-                             "error": f"{type(exc).__name__}: {exc}", "ok": False})
-                traceback.print_exc()
-        if pdev is not None and ncuda is not None:
-            try:
+                return lambda: nb_mom[grid_gs, BLOCK](mx, my, mz, mo)
+
+            def pyguts_magnitude():
                 nb_kernel = pdev.numba_magnitude_kernel()
-                blocks = max(1, min(math.ceil(n / pdev.DEFAULT_BLOCK), 1024))  # numba_magnitude's own choice
                 vx, vy, vo = (nb_view(a) for a in (dpx, dpy, out))
-                bench(f"pyguts numba kernel <<<{blocks}>>> (2 comp)", n, dtype,
-                      lambda: nb_kernel[blocks, pdev.DEFAULT_BLOCK](vx, vy, vo), b2, out, ref2_d)
-            except Exception as exc:  # noqa: BLE001
-                rows.append({"impl": "pyguts numba kernel", "n": n, "dtype": dtype.name,
-                             "error": f"{type(exc).__name__}: {exc}", "ok": False})
-                traceback.print_exc()
+                return lambda: nb_kernel[blocks, pdev.DEFAULT_BLOCK](vx, vy, vo)
+            blocks = max(1, min(math.ceil(n / pdev.DEFAULT_BLOCK), 1024))  # numba_magnitude's own choice
+            bench_prepared(f"pyguts numba momentum <<<{grid_gs}>>>", n, dtype, pyguts_momentum, b3, out, ref3_d)
+            bench_prepared(f"pyguts numba kernel <<<{blocks}>>> (2 comp)", n, dtype, pyguts_magnitude, b2, out, ref2_d)
         # whole calls, wall clock (they synchronise): what a user of pyguts.device sees per call
         if pdev is not None and n <= 1_000_000:
             calls = []

@@ -64,9 +64,12 @@ class DevicePointer:
 
 
 _DTYPES: dict[Any, np.dtype] = {}  # typestr -> dtype: np.dtype() costs ~1 µs per call
+_REQUIRED = frozenset(("shape", "typestr", "data", "version"))
 
 
 def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    if len(shape) == 1:
+        return (itemsize,)
     strides, step = [], itemsize
     for extent in reversed(shape):
         strides.append(step)
@@ -105,28 +108,28 @@ def parse(cai: Any, owner: Any) -> DevicePointer:
     """Check one ``__cuda_array_interface__`` dict against v3 and return its pointer."""
     if not isinstance(cai, dict):
         raise _bad("must be a dict", type(cai).__name__, "the exporter must return a dict")
-    missing = [k for k in ("shape", "typestr", "data", "version") if k not in cai]
-    if missing:
+    if not cai.keys() >= _REQUIRED:
+        missing = [k for k in ("shape", "typestr", "data", "version") if k not in cai]
         raise _bad(f"must have keys shape, typestr, data and version; {missing} missing", sorted(cai),
                    "the exporter must fill every required key")
     version = cai["version"]
-    if not isinstance(version, int) or isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
         raise _bad(f"version must be one of {SUPPORTED_VERSIONS}", version, "upgrade pyguts or the exporter")
     shape = cai["shape"]
-    if not isinstance(shape, tuple) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                               for d in shape):
+    if not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape):
         raise _bad("shape must be a tuple of non-negative ints", shape, "export shape as a tuple")
+    typestr = cai["typestr"]
     try:
-        dtype = _DTYPES.get(cai["typestr"]) or _DTYPES.setdefault(cai["typestr"], np.dtype(cai["typestr"]))
+        dtype = _DTYPES.get(typestr) or _DTYPES.setdefault(typestr, np.dtype(typestr))
     except TypeError:
-        raise _bad("typestr must be a numpy type string such as '<f8'", cai["typestr"],
+        raise _bad("typestr must be a numpy type string such as '<f8'", typestr,
                    "export typestr as numpy's dtype.str") from None
     if not dtype.isnative:
-        raise _bad("typestr must be native-endian (GPUs are little-endian)", cai["typestr"],
+        raise _bad("typestr must be native-endian (GPUs are little-endian)", typestr,
                    "export a little-endian array")
     data = cai["data"]
-    if (not isinstance(data, tuple) or len(data) != 2 or not isinstance(data[0], int)
-            or isinstance(data[0], bool) or not isinstance(data[1], bool) or data[0] < 0):
+    if (not isinstance(data, tuple) or len(data) != 2 or type(data[0]) is not int or type(data[1]) is not bool
+            or data[0] < 0):
         raise _bad("data must be a tuple (address: int >= 0, read-only: bool)", data,
                    "export data as (ptr, readonly)")
     addr, readonly = data
@@ -137,18 +140,20 @@ def parse(cai: Any, owner: Any) -> DevicePointer:
     strides = cai.get("strides")
     c_strides = _c_strides(shape, dtype.itemsize)
     if strides is None:
-        strides = c_strides
+        strides, contiguous = c_strides, True
     elif (not isinstance(strides, tuple) or len(strides) != len(shape)
-          or not all(isinstance(s, int) and not isinstance(s, bool) for s in strides)):
+          or not all(type(s) is int for s in strides)):
         raise _bad(f"strides must be None or a tuple of {len(shape)} ints (bytes), one per dimension",
                    strides, "export strides in bytes, or None for C order")
+    else:
+        contiguous = size <= 1 or all(s == c or extent == 1 for s, c, extent in zip(strides, c_strides, shape))
     if cai.get("mask") is not None:
         raise _bad("mask must be None (masked device arrays are not supported)", type(cai["mask"]).__name__,
                    "pass the array without its mask")
-    stream = _stream(cai, version)
-    contiguous = size <= 1 or all(s == c or extent == 1
-                                  for s, c, extent in zip(strides, c_strides, shape))
-    return DevicePointer(addr, shape, dtype, tuple(strides), readonly, stream, owner, contiguous)
+    stream = cai.get("stream")
+    if stream is not None:
+        stream = _stream(cai, version)
+    return DevicePointer(addr, shape, dtype, strides, readonly, stream, owner, contiguous)
 
 
 def _stream(cai: dict, version: int) -> int | None:

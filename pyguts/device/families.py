@@ -126,15 +126,15 @@ def plan(kernel: Kernel, args: tuple[Any, ...], *, grid: int | None = None, bloc
     """
     params = kernel.params
     fillable = kernel.fillable
-    if len(args) > len(params) or any(p.name not in fillable for p in params[len(args):]):
-        raise TypeError(f"{kernel.name}() takes ({kernel.decl}), got {len(args)} arguments; pass one "
+    nargs = len(args)
+    if nargs != len(params) and (nargs > len(params) or any(p.name not in fillable for p in params[nargs:])):
+        raise TypeError(f"{kernel.name}() takes ({kernel.decl}), got {nargs} arguments; pass one "
                         f"per parameter (tied counts {sorted(fillable)} may be left off)")
-    values = dict(zip((p.name for p in params), args))
     out: list[Any] = []
     pointers: list[DevicePointer] = []
     sizes: dict[str, int] = {}
-    for p in params:
-        value = values.get(p.name)
+    for i, p in enumerate(params):
+        value = args[i] if i < nargs else None
         if p.kind == "array":
             dp = _device_array(kernel, p, value)
             pointers.append(dp)
@@ -203,14 +203,25 @@ def _param(kernel: Kernel, name: str) -> Param:
 
 
 def _device_array(kernel: Kernel, p: Param, value: Any) -> DevicePointer:
-    sig = _Sig(kernel)
-    cname = ("const " if p.const else "") + p.ctype.cname
+    if value is not None:
+        try:
+            dp = pointer(value)
+        except TypeError as exc:
+            raise TypeError(f"{argument_text(_Sig(kernel), p)} for '{_cname(p)}': {exc}") from None
+        if dp.dtype in p.dtypes and dp.c_contiguous and not dp.addr % p.align and (p.const or not dp.readonly):
+            return dp   # the usual case (parse() refused byte-swapped dtypes already)
+    return _check_array(kernel, p, value, dp if value is not None else None)
+
+
+def _cname(p: Param) -> str:
+    return ("const " if p.const else "") + p.ctype.cname
+
+
+def _check_array(kernel: Kernel, p: Param, value: Any, dp: DevicePointer | None) -> DevicePointer:
+    """The whole array check, with its messages (for what _device_array's quick test did not pass)."""
+    sig, cname = _Sig(kernel), _cname(p)
     if value is None:
         raise TypeError(f"{argument_text(sig, p)} must be a device array for '{cname}', got None")
-    try:
-        dp = pointer(value)
-    except TypeError as exc:
-        raise TypeError(f"{argument_text(sig, p)} for '{cname}': {exc}") from None
     check_dtype(kernel.ffi, sig, p, _DtypeOf(dp.dtype))
     if not dp.c_contiguous:
         raise ValueError(f"{argument_text(sig, p)} must be C-contiguous to be passed as '{cname}', got "

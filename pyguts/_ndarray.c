@@ -237,11 +237,7 @@ static PyObject *owned(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     return zero < 0 ? NULL : make(args[0], zero);
 }
 
-/* cached(shape, dtype, allocator, alignment, zero): the array of the plan already made for this
- * request, or NotImplemented where the caller must plan it (pyguts.alloc.arrays._alloc): sizes
- * that are not exact ints (3.0 == 3, but numpy refuses a float shape), no plan for the key (or
- * an unhashable one), a dtype object that is not the one planned (dtypes that differ only in
- * metadata compare equal), or an allocator out of memory (the caller says so). */
+/* An int, or a tuple of ints, of exactly type int (numpy refuses 3.0 where 3.0 == 3). */
 static int exact_ints(PyObject *shape) {
     if (PyLong_CheckExact(shape))
         return 1;
@@ -253,6 +249,11 @@ static int exact_ints(PyObject *shape) {
     return 1;
 }
 
+/* cached(shape, dtype, allocator, alignment, zero): the array of the plan already made for this
+ * request, or NotImplemented where the caller must plan it (pyguts.alloc.arrays._alloc): sizes
+ * that are not exact ints (3.0 == 3, but numpy refuses a float shape), no plan for the key (or
+ * an unhashable one), a dtype object that is not the one planned (dtypes that differ only in
+ * metadata compare equal), or an allocator out of memory (the caller says so). */
 static PyObject *cached(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5)
         return PyErr_Format(PyExc_TypeError, "cached() takes shape, dtype, allocator, alignment and zero");

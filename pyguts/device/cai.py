@@ -64,7 +64,8 @@ class DevicePointer:
 
 
 _DTYPES: dict[Any, np.dtype] = {}  # typestr -> dtype: np.dtype() costs ~1 µs per call
-_REQUIRED = frozenset(("shape", "typestr", "data", "version"))
+_REQUIRED_KEYS = ("shape", "typestr", "data", "version")
+_REQUIRED = frozenset(_REQUIRED_KEYS)
 
 
 def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
@@ -109,7 +110,7 @@ def parse(cai: Any, owner: Any) -> DevicePointer:
     if not isinstance(cai, dict):
         raise _bad("must be a dict", type(cai).__name__, "the exporter must return a dict")
     if not cai.keys() >= _REQUIRED:
-        missing = [k for k in ("shape", "typestr", "data", "version") if k not in cai]
+        missing = [k for k in _REQUIRED_KEYS if k not in cai]
         raise _bad(f"must have keys shape, typestr, data and version; {missing} missing", sorted(cai),
                    "the exporter must fill every required key")
     version = cai["version"]

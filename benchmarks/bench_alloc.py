@@ -9,8 +9,9 @@ entering and leaving ``use()`` vs numpy's own context-variable manager ``np.errs
 
 Sizes 8 B to 256 MiB, each with ``np.sqrt(x*x + y*y)`` over inputs of that size; the goal for the
 general-purpose allocators is 1.10x numpy's default (issue 17). What was fixed, and what stays:
-- jemalloc, 64 KiB: above its default ``tcache_max`` (32 KiB) every request took the arena path
-  (2.5x); pyguts loads it with ``tcache_max:131072`` (pyguts.alloc.registry.JEMALLOC_CONF).
+- jemalloc, 64 KiB and 8 MiB: above its default ``tcache_max`` (32 KiB) every request took the arena
+  path (64 KiB 2.5x, 8 MiB 1.4x); pyguts loads it with ``tcache_max:8388608``, its largest
+  (pyguts.alloc.registry.JEMALLOC_CONF): 8 MiB ~1.1x.
 - jemalloc, ``alloc.empty`` of 64 KiB: asked for an alignment, jemalloc serves blocks over 14 KiB
   from the arena, never its thread cache (3x); the shim asks without one first and checks.
 - jemalloc, 8 MiB and up: freed blocks were purged at once (its oversize policy), so every
@@ -28,9 +29,10 @@ general-purpose allocators is 1.10x numpy's default (issue 17). What was fixed, 
   tcmalloc take alignments of 32-256 B as malloc(n + alignment): glibc's memalign(64, 64 KiB) costs
   71 ns against malloc's 10 ns (2.9-3.9x np.empty before, 1.9-2.7x after).
 What stays above 1.10x is the libraries' own cost per call at those sizes, measured in C without
-numpy: alloc+free of 64 KiB from jemalloc's thread cache 34 ns (glibc 12 ns); of 8 MiB, without
-numpy's madvise, glibc 100 ns, tcmalloc 131 ns, jemalloc 300 ns, mimalloc 2.0.9 790 ns (its slice
-bookkeeping); mimalloc 2.0.9 maps every 256 MiB segment afresh and writes its 68 KiB header (2x).
+numpy: alloc+free of 64 KiB or 8 MiB from jemalloc's thread cache 34-46 ns (glibc 12 ns); of 8 MiB,
+without numpy's madvise, glibc 100 ns, tcmalloc 131 ns, jemalloc's arena 300 ns, mimalloc 2.0.9
+790 ns (its slice bookkeeping); mimalloc 2.0.9 maps every 256 MiB segment afresh and writes its
+68 KiB header (2x).
 Only a cache of freed large blocks in the shim, or mimalloc without decommit, would hide it.
 """
 

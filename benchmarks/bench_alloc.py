@@ -11,7 +11,7 @@ Sizes 8 B to 256 MiB, each with ``np.sqrt(x*x + y*y)`` over inputs of that size;
 general-purpose allocators is 1.10x numpy's default (issue 17). What was fixed, and what stays:
 - jemalloc, 64 KiB and 8 MiB: above its default ``tcache_max`` (32 KiB) every request took the arena
   path (64 KiB 2.5x, 8 MiB 1.4x); pyguts loads it with ``tcache_max:8388608``, its largest
-  (pyguts.alloc.registry.JEMALLOC_CONF): 8 MiB ~1.1x.
+  (pyguts.alloc.registry.JEMALLOC_CONF): 8 MiB 1.02-1.13x.
 - jemalloc, ``alloc.empty`` of 64 KiB: asked for an alignment, jemalloc serves blocks over 14 KiB
   from the arena, never its thread cache (3x); the shim asks without one first and checks.
 - jemalloc, 8 MiB and up: freed blocks were purged at once (its oversize policy), so every

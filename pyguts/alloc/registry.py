@@ -15,7 +15,7 @@ jemalloc gets the knobs numpy's default (glibc) behaviour calls for, scoped to p
   thread-cache size) wait in the thread's cache for the next request of their size, as glibc
   serves blocks up to its mmap threshold (which rises to 32 MiB as mmapped blocks are freed) from
   its heap. jemalloc's default stops at 32 KiB: a 64 KiB ``np.empty`` ran 2.5x numpy's, and an
-  8 MiB one 1.4x from the arena (1.1x cached). Memory held is what the arena kept before (its
+  8 MiB one 1.4x from the arena (1.02-1.13x cached). Memory held is what the arena kept before (its
   dirty pages), now in the thread's cache, which jemalloc's own cache GC drains as the thread
   allocates. Debian sid's 5.3.1 snapshot takes the option but still reports ``opt.tcache_max``
   as 32 KiB.

@@ -12,7 +12,7 @@ import needs  # tests/needs.py
 import pytest
 
 from pyguts.alloc import STATIC_TLS_TUNABLE
-from pyguts.alloc.registry import JEMALLOC_CONF, static_tls_environ
+from pyguts.alloc.registry import static_tls_environ
 
 pytestmark = needs.library("jemalloc")
 
@@ -89,8 +89,8 @@ print(json.dumps(os.environ.get("MALLOC_CONF")))
 
 
 @pytest.mark.parametrize("users, running, applied", [
-    ("confirm_conf:true", False, [JEMALLOC_CONF, "confirm_conf:true"]),   # pyguts' option, then the user's
-    ("confirm_conf:true,tcache_max:65536", False, [JEMALLOC_CONF, "confirm_conf:true", "tcache_max:65536"]),
+    ("confirm_conf:true", False, ["tcache_max:8388608", "confirm_conf:true"]),   # pyguts' option, then the user's
+    ("confirm_conf:true,tcache_max:65536", False, ["tcache_max:8388608", "confirm_conf:true", "tcache_max:65536"]),
     ("confirm_conf:true", True, ["confirm_conf:true"]),   # a jemalloc already running keeps its own options
 ], ids=["pyguts' option", "the user's MALLOC_CONF wins", "LD_PRELOADed jemalloc untouched"])
 def test_jemalloc_start_up_options_for_pyguts_own_jemalloc_only(users, running, applied):
